@@ -1,0 +1,83 @@
+"""Typed settings: the one place that reads the environment.
+
+Defaults run locally with no servers (a SQLite file and the embedded in-memory queue). Setting
+``AKHBAR_REDIS_URL`` and a PostgreSQL ``AKHBAR_DATABASE_URL`` switches to the distributed mode.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of akhbar; each field is read from ``AKHBAR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="AKHBAR_", extra="ignore", secrets_dir=None)
+
+    database_url: str = "sqlite:///./akhbar.db"
+    # None means embedded mode: Celery's in-memory transport and an in-process worker.
+    redis_url: SecretStr | None = None
+    # Prefix for every Redis key akhbar writes itself (near-duplicate index, locks); lets several
+    # deployments or test runs share one Redis database without colliding.
+    redis_prefix: str = "akhbar"
+
+    # Queues: live sources are consumed before bulk replays (see worker/app.py).
+    queue_live: str = "akhbar.live"
+    queue_bulk: str = "akhbar.bulk"
+
+    # Input limits. A delivery above this size is rejected (and kept) rather than parsed.
+    max_delivery_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2)
+
+    # Micro-batching: a producer sends up to batch_size deliveries per message, or what it has
+    # after batch_ms on a live source.
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    batch_ms: int = Field(default=200, ge=0)
+
+    # Delivery contract (see worker/app.py for why each value is what it is).
+    task_soft_time_limit: int = 240
+    task_time_limit: int = 300
+    visibility_timeout: int = 3600
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_max: int = 60
+
+    # Near-duplicate index window.
+    neardup_window_days: int = 7
+
+    log_level: str = "INFO"
+    # "auto": console renderer on a TTY, JSON lines otherwise.
+    log_format: str = "auto"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis URL is set: the queue runs in-process."""
+        return self.redis_url is None
+
+    @property
+    def broker_url(self) -> str:
+        return "memory://" if self.redis_url is None else self.redis_url.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[-1]
+        return None if path in ("", ":memory:") else Path(path)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
