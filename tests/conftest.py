@@ -1,0 +1,85 @@
+"""Session-wide fixtures: a fresh PostgreSQL database and a private Redis key prefix per run.
+
+Every test session creates its own database on the machine's PostgreSQL and its own key prefix on
+the machine's Redis, and removes both at the end, so that concurrent runs never collide.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "articles.jsonl.gz"
+SEEDS = ROOT / "seeds"
+
+PG_ADMIN_URL = os.environ.get("AKHBAR_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE_URL = os.environ.get("AKHBAR_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def run_token() -> str:
+    """A short token unique to this test session, used in database names and key prefixes."""
+    return f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def pg_url(run_token: str) -> Iterator[str]:
+    """A SQLAlchemy URL to a fresh PostgreSQL database, dropped after the session."""
+    name = f"akhbar_test_{run_token}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(run_token: str) -> Iterator[str]:
+    """A Redis key prefix private to this session; every key under it is deleted afterwards."""
+    prefix = f"akhbar-test-{run_token}"
+    client = redis.Redis.from_url(REDIS_BASE_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_BASE_URL}: {exc}")
+    yield prefix
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return REDIS_BASE_URL
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    if not CORPUS.exists():
+        pytest.fail(f"the development corpus is missing: expected {CORPUS} (see ../shared/corpus/SOURCES.md)")
+    return CORPUS
+
+
+def read_corpus(limit: int | None = None) -> list[dict]:
+    """The first ``limit`` articles of the shared corpus (all if None)."""
+    if not CORPUS.exists():
+        pytest.fail(f"the development corpus is missing: expected {CORPUS}")
+    rows = []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rows.append(__import__("json").loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
