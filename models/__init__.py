@@ -1,0 +1,7 @@
+"""SQLAlchemy models, sessions and queries: the only package that writes SQL."""
+
+from models.base import Base
+from models.delivery import STATUSES, Delivery
+from models.story import Fingerprint, SourceKey, Story, StoryVersion
+
+__all__ = ["STATUSES", "Base", "Delivery", "Fingerprint", "SourceKey", "Story", "StoryVersion"]

@@ -1,0 +1,118 @@
+"""Engines and sessions, one engine per process (created lazily, never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_engines: dict[tuple[str, int], Engine] = {}
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy's default driver is psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    # pysqlite's own transaction handling defeats SAVEPOINT and lets two writers deadlock on lock
+    # upgrade; take it over as SQLAlchemy documents, and open write transactions IMMEDIATE so a
+    # second writer waits on busy_timeout instead of failing.
+    # https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes in WAL mode
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
+
+
+def get_engine(url: str, **kwargs: Any) -> Engine:
+    """The engine for ``url`` in this process; a forked child gets its own."""
+    url = normalize_url(url)
+    key = (url, os.getpid())
+    engine = _engines.get(key)
+    if engine is None:
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+            _sqlite_setup(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2, **kwargs)
+        _engines[key] = engine
+    return engine
+
+
+def dispose_inherited() -> None:
+    """After a fork, drop (without closing) connections inherited from the parent process.
+
+    https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork
+    """
+    pid = os.getpid()
+    for (url, owner), engine in list(_engines.items()):
+        if owner != pid:
+            engine.dispose(close=False)
+            del _engines[(url, owner)]
+
+
+def session_factory(url: str, *, write: bool = False) -> sessionmaker[Session]:
+    """A sessionmaker; ``write=True`` opens SQLite transactions with BEGIN IMMEDIATE."""
+    engine = get_engine(url)
+    bind = engine.execution_options(sqlite_write=True) if write else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str, *, write: bool = False) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    with session_factory(url, write=write).begin() as session:
+        yield session
+
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision``."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
