@@ -1,0 +1,136 @@
+"""The match form at speed: CAMeL Tools' normalization chain compiled into three string passes.
+
+:func:`worker.stages.normalize.match_form_reference` runs CAMeL Tools' functions one after the
+other: ``normalize_unicode`` (NFKC), the ``arclean`` :class:`CharMapper` (a Python loop over every
+character), ``dediac_ar``, the alef / alef maksura / teh marbuta folds, ``simple_word_tokenize``
+(a regex match attempted at every character) and ``lower``. Everything after NFKC is either a
+per-character map or a split around single punctuation / symbol characters, so the chain can be
+compiled into:
+
+1. NFKC, only when ``unicodedata.is_normalized`` says the text is not already NFKC (its quick
+   check costs well under a nanosecond per character; most news text is already normalized);
+2. one regex that deletes every character ``arclean`` does not list (its default is deletion);
+3. one ``str.translate`` applying ``arclean``, ``dediac_ar``, the three folds and ``lower`` at once;
+4. one regex that puts spaces around punctuation and symbol characters, then a whitespace
+   split / join, which is what re-joining ``simple_word_tokenize``'s tokens with spaces amounts to.
+
+The tables are built at import from CAMeL Tools' own character map and functions, which stay the
+reference: each table entry is CAMeL's own output for that character, and the symbol set is what
+``simple_word_tokenize`` itself splits off. The assumptions that make the compilation exact are
+checked at import (a CAMeL Tools upgrade that breaks one fails loudly instead of drifting).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from camel_tools.tokenizers.word import simple_word_tokenize
+from camel_tools.utils import normalize as camel_normalize
+from camel_tools.utils.charmap import CharMapper
+from camel_tools.utils.dediac import dediac_ar
+from camel_tools.utils.normalize import (
+    normalize_alef_ar,
+    normalize_alef_maksura_ar,
+    normalize_teh_marbuta_ar,
+    normalize_unicode,
+)
+
+__all__ = ["MATCH_ALPHABET", "SYMBOLS", "TOKEN_ALPHABET", "match_form_fast"]
+
+
+def _char_class(chars: set[str]) -> str:
+    """A regex character class body listing ``chars`` as ranges of consecutive code points."""
+    points = sorted(ord(c) for c in chars)
+    parts: list[str] = []
+    start = prev = points[0]
+    for point in [*points[1:], -1]:
+        if point == prev + 1:
+            prev = point
+            continue
+        parts.append(
+            re.escape(chr(start)) if start == prev else f"{re.escape(chr(start))}-{re.escape(chr(prev))}"
+        )
+        start = prev = point
+    return "".join(parts)
+
+
+def _fold(text: str) -> str:
+    """The per-character steps that follow ``arclean`` in the reference, in the same order."""
+    return normalize_teh_marbuta_ar(normalize_alef_maksura_ar(normalize_alef_ar(dediac_ar(text))))
+
+
+def _token_class(char: str) -> str:
+    """How ``simple_word_tokenize`` treats one character: "space", "symbol" or "word"."""
+    tokens = simple_word_tokenize(f"a{char}a")
+    if tokens == ["a", "a"]:
+        return "space"
+    if tokens == ["a", char, "a"]:
+        return "symbol"
+    if tokens == [f"a{char}a"]:
+        return "word"
+    raise RuntimeError(f"simple_word_tokenize splits {char!r} in an unexpected way: {tokens!r}")
+
+
+# --- Step 1: NFKC. ``normalize_unicode`` first maps a few characters (the rial sign, the basmala
+# ligature) with its own CharMapper, then runs NFKC. Those characters are never NFKC-normalized
+# themselves, so a text that passes the NFKC quick check contains none of them.
+_UNICODE_FIX = camel_normalize._UNICODE_CHAR_FIX
+if _UNICODE_FIX._default is not None:
+    raise RuntimeError("camel_tools' normalize_unicode fix map no longer keeps unlisted characters")
+_UNICODE_FIX_RE = re.compile(f"[{_char_class(set(_UNICODE_FIX._charmap))}]")
+
+# --- Steps 2 and 3: arclean and the folds. CharMapper has no public accessor for its expanded map:
+# ``_charmap`` (character -> replacement, None meaning "itself") and ``_default`` are exactly what
+# its ``map_string`` reads, so they are read here rather than parsing the JSON file a second way.
+_ARCLEAN = CharMapper.builtin_mapper("arclean")
+if _ARCLEAN._default != "":
+    raise RuntimeError("the arclean map no longer deletes unlisted characters")
+_ARCLEAN_MAP: dict[str, str] = {
+    key: key if value is None else value for key, value in _ARCLEAN._charmap.items()
+}
+
+# What reaches the tokenizer in the reference: arclean's output after the folds, before lower().
+TOKEN_ALPHABET: frozenset[str] = frozenset("".join(_fold(v) for v in _ARCLEAN_MAP.values()))
+_CLASS = {c: _token_class(c) for c in TOKEN_ALPHABET}
+
+# lower() is moved into the table, before tokenizing instead of after. That is exact only if it
+# maps each character to one character of the same token class and never looks at context (the
+# Greek final sigma is the one case where str.lower does).
+for _c in TOKEN_ALPHABET:
+    _low = _c.lower()
+    if len(_low) != 1 or _c == "\u03a3" or _token_class(_low) != _CLASS[_c]:
+        raise RuntimeError(f"lower() of {_c!r} cannot be moved before tokenization")
+
+# simple_word_tokenize can match multi-character emoji sequences, but every one of them needs a
+# joiner, a variation selector, a keycap, a tag, a skin-tone modifier or a regional indicator,
+# and arclean deletes all of those: after it, every match is one character.
+for _c in TOKEN_ALPHABET:
+    if re.fullmatch(
+        r"[\u200d\ufe0f\u20e3\U000e0020-\U000e007f\U0001f3fb-\U0001f3ff\U0001f1e6-\U0001f1ff]", _c
+    ):
+        raise RuntimeError(f"arclean keeps {_c!r}, which can join an emoji sequence")
+
+_TABLE: dict[int, str] = {ord(key): _fold(value).lower() for key, value in _ARCLEAN_MAP.items()}
+# Characters arclean drops: everything it does not list.
+_UNLISTED_RE = re.compile(f"[^{_char_class(set(_ARCLEAN_MAP))}]+")
+
+# --- Step 4: the tokenizer splits every symbol / punctuation character off as its own token and
+# splits on Python's whitespace; re-joined with single spaces, that is spaces around symbols.
+SYMBOLS: frozenset[str] = frozenset(c.lower() for c, kind in _CLASS.items() if kind == "symbol")
+_SYMBOL_RE = re.compile(f"[{_char_class(set(SYMBOLS))}]")
+
+# Every character a match form can hold, besides the single space between tokens.
+MATCH_ALPHABET: frozenset[str] = frozenset(c.lower() for c, kind in _CLASS.items() if kind != "space")
+
+
+def match_form_fast(text: str) -> str:
+    """The match form of ``text``: identical to ``match_form_reference``, several times faster."""
+    if not unicodedata.is_normalized("NFKC", text):
+        # The fix map is applied only when one of its few characters is present: calling
+        # normalize_unicode keeps it CAMeL's own code, and the plain NFKC is the rest of it.
+        text = (
+            normalize_unicode(text) if _UNICODE_FIX_RE.search(text) else unicodedata.normalize("NFKC", text)
+        )
+    text = _UNLISTED_RE.sub("", text).translate(_TABLE)
+    return " ".join(_SYMBOL_RE.sub(r" \g<0> ", text).split())
