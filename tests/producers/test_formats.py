@@ -95,25 +95,38 @@ def test_format_detection() -> None:
 
 
 def test_unknown_and_malformed_files_become_rejections() -> None:
-    (unknown,) = parse_bytes(b"%PDF-1.4", name="x.pdf", format="auto", source="s", max_bytes=1024,
-                             max_depth=8)
+    (unknown,) = parse_bytes(
+        b"%PDF-1.4", name="x.pdf", format="auto", source="s", max_bytes=1024, max_depth=8
+    )
     assert isinstance(unknown, Rejection) and unknown.code == "unknown_format" and unknown.raw == b"%PDF-1.4"
-    (broken,) = parse_bytes(b"<nitf><head>", name="x.xml", format="auto", source="s", max_bytes=1024,
-                            max_depth=8)
+    (broken,) = parse_bytes(
+        b"<nitf><head>", name="x.xml", format="auto", source="s", max_bytes=1024, max_depth=8
+    )
     assert isinstance(broken, Rejection) and broken.code == "invalid_xml"
-    (big,) = parse_bytes(b"<nitf>" + b"x" * 3000 + b"</nitf>", name="x.xml", format="nitf", source="s",
-                         max_bytes=1024, max_depth=8)
+    (big,) = parse_bytes(
+        b"<nitf>" + b"x" * 3000 + b"</nitf>",
+        name="x.xml",
+        format="nitf",
+        source="s",
+        max_bytes=1024,
+        max_depth=8,
+    )
     assert isinstance(big, Rejection) and big.code == "too_large" and len(big.raw) == 1024
 
 
 def test_html_to_text_strips_markup_scripts_and_keeps_paragraphs() -> None:
-    html = ("<div><p>الفقرة <b>الأولى</b> &amp; المزيد</p><script>alert('x')</script>"
-            "<style>p{}</style><p>الثانية<br/>سطر</p><!-- note --><img src=x onerror=alert(1)></div>")
+    html = (
+        "<div><p>الفقرة <b>الأولى</b> &amp; المزيد</p><script>alert('x')</script>"
+        "<style>p{}</style><p>الثانية<br/>سطر</p><!-- note --><img src=x onerror=alert(1)></div>"
+    )
     assert html_to_text(html) == "الفقرة الأولى & المزيد\nالثانية\nسطر"
 
 
 def test_entry_keys_ignore_tracking_and_case_but_not_the_title() -> None:
-    assert normalize_link("HTTP://News.Example:80/a/b/?utm_source=rss&id=2#top") == "https://news.example/a/b?id=2"
+    assert (
+        normalize_link("HTTP://News.Example:80/a/b/?utm_source=rss&id=2#top")
+        == "https://news.example/a/b?id=2"
+    )
     a = entry_key("http://news.example/a?utm_medium=x", "عنوانُ الخبر")
     assert a == entry_key("https://NEWS.example/a/", "عنوان الخبر")  # harakat folded by the match form
     assert a != entry_key("https://news.example/a", "عنوان آخر")
