@@ -43,7 +43,7 @@ def match_form_reference(text: str) -> str:
     return " ".join(simple_word_tokenize(text)).lower()
 
 
-match_form = match_form_reference
+from worker.stages.normalize_fast import match_form_fast as match_form  # noqa: E402  (equal to the above)
 
 
 def content_hash(match_title: str, match_body: str) -> str:
