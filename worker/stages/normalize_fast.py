@@ -7,8 +7,10 @@ character), ``dediac_ar``, the alef / alef maksura / teh marbuta folds, ``simple
 per-character map or a split around single punctuation / symbol characters, so the chain can be
 compiled into:
 
-1. NFKC, only when ``unicodedata.is_normalized`` says the text is not already NFKC (its quick
-   check costs well under a nanosecond per character; most news text is already normalized);
+1. NFKC (after CAMeL's own fix map, for the few characters it lists), only when
+   ``unicodedata.is_normalized`` says the text is not already NFKC: its quick check costs about a
+   nanosecond per character, and in the corpus about one text in sixteen needs NFKC at all,
+   three in four of those for an NBSP;
 2. one regex that deletes every character ``arclean`` does not list (its default is deletion);
 3. one ``str.translate`` applying ``arclean``, ``dediac_ar``, the three folds and ``lower`` at once;
 4. one regex that puts spaces around punctuation and symbol characters, then a whitespace
