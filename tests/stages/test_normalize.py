@@ -32,7 +32,7 @@ BOTH: list[Callable[[str], str]] = [match_form_reference, match_form_fast]
 # no teh marbuta, no tatweel), plus the plain alef the variants fold to.
 PLAIN_LETTERS = (
     [chr(c) for c in range(0x0628, 0x063B) if chr(c) != "\u0629"]
-    + [chr(c) for c in range(0x0641, 0x064B) if chr(c) not in "\u0649"]
+    + [chr(c) for c in range(0x0641, 0x064B) if chr(c) != "\u0649"]
     + ["\u0627", "\u0621"]
 )
 HARAKAT = [chr(c) for c in range(0x064B, 0x0653)] + ["\u0670"]  # dediac_ar's set
@@ -46,62 +46,20 @@ SPACE_LIKE = ["\u00a0", "\u202f", "\u2007", "\u3000", "\u2009"]
 DELETED_MARKS = ["\u2066", "\u2067", "\u2068", "\u2069", "\u2061", "\u2062", "\u2063", "\u061c"]
 # Zero-width and bidi marks that arclean turns into a space: neutral next to a word boundary only
 # (inside a word, CAMeL Tools splits the word there).
-SPACING_MARKS = [
-    "\u200b",
-    "\u200c",
-    "\u200d",
-    "\u200e",
-    "\u200f",
-    "\u2060",
-    "\ufeff",
-    "\u202a",
-    "\u202b",
-    "\u202c",
-    "\u202d",
-    "\u202e",
-]
+SPACING_MARKS = list("\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u202a\u202b\u202c\u202d\u202e")
 PUNCTUATION = list("،؛؟«».,!?:;-()[]\"'/%*…–—“”‘’٪٫٬")
 LATIN = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZÀÉÎÖÜßàéîöüÿ")
 EXTRAS = [
-    "\ufdfc",
-    "\ufdfd",
-    "\ufdf2",  # rial sign, basmala and Allah ligatures (NFKC and the fix map)
-    "\ufe8d",
-    "\ufe8e",
-    "\ufefb",
-    "\ufef7",
-    "\ufb56",
-    "\ufeef",  # presentation forms
-    "\u0654",
-    "\u0655",
-    "\u0653",  # combining hamza and madda: NFKC composes them with a letter
-    "\t",
-    "\n",
-    "\r",
-    "\x0b",
-    "\x0c",
-    "\x1f",
-    "\x85",
-    "\x02",
-    "\x00",  # whitespace and controls
-    "👍🏽",
-    "1️⃣",
-    "#️⃣",
-    "🇸🇦",
-    "👨\u200d👩\u200d👧",
-    "©",
-    "®",
-    "™",
-    "\u2424",
-    "¶",
-    "×",
-    "÷",
-    "٠١",
-    "۴۵۶",
-    "ی",
-    "ک",
-    "ە",
-    "ۀ",  # Persian and Kurdish letters arclean maps to Arabic ones
+    # the rial sign, the basmala and Allah ligatures: CAMeL's fix map and NFKC
+    *"\ufdfc\ufdfd\ufdf2",
+    # presentation forms (NFKC) and combining hamza / madda (NFKC composes them with a letter)
+    *"\ufe8d\ufe8e\ufefb\ufef7\ufb56\ufeef\u0654\u0655\u0653",
+    # whitespace and control characters
+    *"\t\n\r\x0b\x0c\x1f\x85\x02\x00",
+    # emoji sequences (joiners, keycaps, skin tones, flags) and symbols
+    *["👍🏽", "1️⃣", "#️⃣", "🇸🇦", "👨\u200d👩\u200d👧", "©", "®", "™", "\u2424", "¶", "×", "÷"],
+    # Arabic-Indic digits, Persian digits and letters, Kurdish letters that arclean maps
+    *["٠١", "۴۵۶", "ی", "ک", "ە", "ۀ"],
 ]
 ARABIC_RANGE = [chr(c) for c in range(0x0600, 0x0700)]
 
