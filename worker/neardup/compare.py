@@ -1,0 +1,181 @@
+"""Compare two signatures: the same story or not, and if so a near-duplicate or an update.
+
+Text similarity alone does not decide: two outlets' reprints of one agency story can share a tenth
+of their word 3-grams (rewritten lede, cut and reordered paragraphs) while two royal cables from one
+template share half. The decision combines
+
+* ``body``: the MinHash estimate of the Jaccard similarity of the bodies' word 3-grams, and the
+  *containment* of the smaller body in the larger derived from it and the shingle counts;
+* ``anchors``: the Jaccard similarity of the stories' anchor words (names, places, numbers): high for
+  a reprint, low for two stories from one template;
+* ``lede`` and ``title``: a flash and its full story share a lede and a headline;
+* the publication times: stories further apart than the window are never the same story.
+
+The thresholds (:class:`Thresholds`) were tuned on one part of the labelled benchmark
+(``python -m bench.neardup``) and are reported on another.
+
+Labels: an *update* is a new version from the same source with a substantive change (whole
+paragraphs added or removed, a replaced headline, a flash followed by the full story); every other
+same-story pair is a *near_duplicate*, including another outlet's reprint, whatever it cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.neardup.signature import ANCHOR_SKETCH, Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Decision thresholds (tuned on the benchmark's tuning days; see bench/neardup.py)."""
+
+    window_hours: float = 7 * 24
+    # same story when any rule holds
+    body_alone: float = 0.45  # body Jaccard that needs nothing else
+    body_with_anchors: float = 0.12  # body Jaccard ...
+    anchors_with_body: float = 0.45  # ... with this anchor Jaccard
+    containment_with_anchors: float = 0.55  # containment of the smaller body ...
+    anchors_with_containment: float = 0.35  # ... with this anchor Jaccard
+    lede_flash: float = 0.75  # lede agreement of a flash and its story ...
+    title_flash: float = 0.5  # ... with this title Jaccard
+    # labels
+    update_share: float = 0.15  # share of words in whole paragraphs added or removed
+    title_replaced: float = 0.34  # title Jaccard below this on the same body = replaced headline
+    flash_words: int = 40  # a story this short, in one paragraph, is a flash
+    paragraph_bits: int = 9  # SimHash distance up to which two paragraphs are one (edited) paragraph
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :func:`compare` found for (older, newer)."""
+
+    same_story: bool
+    label: str  # "duplicate" | "near_duplicate" | "update" | "different"
+    score: float  # body Jaccard blended with anchors and lede; ranks several matches
+    body: float
+    containment: float
+    anchors: float
+    lede: float
+    title: float
+    hours_apart: float | None
+    # Paragraph indices (in the newer story) with no counterpart in the older, and the reverse.
+    paragraphs_added: tuple[int, ...] = field(default=())
+    paragraphs_removed: tuple[int, ...] = field(default=())
+
+
+def _jaccard_sets(a: bytes, b: bytes) -> float:
+    sa = set(np.frombuffer(a, dtype="<u2").tolist())
+    sb = set(np.frombuffer(b, dtype="<u2").tolist())
+    if not sa and not sb:
+        return 1.0
+    return len(sa & sb) / len(sa | sb)
+
+
+def _bottom_k_jaccard(a: bytes, b: bytes) -> float:
+    """Jaccard estimate from two bottom-k sketches (exact when both sets had fewer than k members).
+
+    A full sketch only knows its set below its largest value, so the union is cut there.
+    """
+    sa = np.frombuffer(a, dtype="<u2").tolist()
+    sb = np.frombuffer(b, dtype="<u2").tolist()
+    if not sa or not sb:
+        return 0.0
+    limit = min(sa[-1] if len(sa) >= ANCHOR_SKETCH else 1 << 16, sb[-1] if len(sb) >= ANCHOR_SKETCH else 1 << 16)
+    ka, kb = {x for x in sa if x <= limit}, {x for x in sb if x <= limit}
+    union = ka | kb
+    return len(ka & kb) / len(union) if union else 0.0
+
+
+def paragraph_diff(old: Signature, new: Signature, bits: int) -> tuple[list[int], list[int]]:
+    """Paragraphs of ``new`` with no counterpart in ``old`` (added) and of ``old`` not in ``new``.
+
+    Two paragraphs are one paragraph, perhaps edited, when their SimHashes differ in at most ``bits``
+    bits; each paragraph is matched at most once, nearest first.
+    """
+    po = np.frombuffer(old.paragraphs, dtype="<u4").astype(np.uint64)
+    pn = np.frombuffer(new.paragraphs, dtype="<u4").astype(np.uint64)
+    if len(po) == 0 or len(pn) == 0:
+        return list(range(len(pn))), list(range(len(po)))
+    x = pn[:, None] ^ po[None, :]
+    # popcount of 32-bit values, vectorised
+    dist = np.zeros(x.shape, dtype=np.int64)
+    for shift in range(0, 32, 8):
+        dist += _POP8[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.int64)]
+    pairs = sorted((int(dist[i, j]), i, j) for i, j in zip(*np.nonzero(dist <= bits), strict=True))
+    used_new: set[int] = set()
+    used_old: set[int] = set()
+    for _d, i, j in pairs:
+        if i not in used_new and j not in used_old:
+            used_new.add(i)
+            used_old.add(j)
+    return ([i for i in range(len(pn)) if i not in used_new], [j for j in range(len(po)) if j not in used_old])
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def features(a: Signature, b: Signature) -> dict[str, float]:
+    """The similarity features of a pair, symmetric in (a, b)."""
+    ba, bb = a.body_array(), b.body_array()
+    body = float(np.count_nonzero(ba == bb)) / len(ba) if len(ba) else 0.0
+    na, nb = max(a.n_shingles, 1), max(b.n_shingles, 1)
+    inter = body / (1.0 + body) * (na + nb)
+    containment = min(1.0, inter / min(na, nb))
+    la, lb = a.lede_array(), b.lede_array()
+    lede = float(np.count_nonzero(la == lb)) / len(la) if len(la) else 0.0
+    return {
+        "body": body,
+        "containment": containment,
+        "anchors": _bottom_k_jaccard(a.anchors, b.anchors),
+        "lede": lede,
+        "title": _jaccard_sets(a.title, b.title),
+    }
+
+
+def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
+    """Is ``newer`` the same story as ``older``, and how does it relate to it?
+
+    The same-story decision is symmetric; the label and the paragraph lists read ``newer`` as the
+    later delivery.
+    """
+    t = thresholds
+    f = features(older, newer)
+    hours = None
+    if older.published_minute and newer.published_minute:
+        hours = abs(older.published_minute - newer.published_minute) / 60.0
+    score = f["body"] + 0.25 * f["anchors"] + 0.1 * f["lede"]
+    if older.digest == newer.digest:
+        return Verdict(True, "duplicate", 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, hours)
+    in_window = hours is None or hours <= t.window_hours
+    flash_pair = _is_flash(older, t) != _is_flash(newer, t)
+    same = in_window and (
+        f["body"] >= t.body_alone
+        or (f["body"] >= t.body_with_anchors and f["anchors"] >= t.anchors_with_body)
+        or (f["containment"] >= t.containment_with_anchors and f["anchors"] >= t.anchors_with_containment)
+        or (flash_pair and f["lede"] >= t.lede_flash and f["title"] >= t.title_flash)
+    )
+    if not same:
+        return Verdict(False, "different", score, f["body"], f["containment"], f["anchors"], f["lede"],
+                       f["title"], hours)
+    added, removed = paragraph_diff(older, newer, t.paragraph_bits)
+    label = "near_duplicate"
+    if older.source_hash == newer.source_hash:
+        words_new = sum(newer.paragraph_words) or 1
+        words_old = sum(older.paragraph_words) or 1
+        added_share = sum(newer.paragraph_words[i] for i in added) / words_new
+        removed_share = sum(older.paragraph_words[j] for j in removed) / words_old
+        replaced_title = f["body"] >= t.body_alone and f["title"] < t.title_replaced
+        if flash_pair or replaced_title or max(added_share, removed_share) >= t.update_share:
+            label = "update"
+    return Verdict(True, label, score, f["body"], f["containment"], f["anchors"], f["lede"], f["title"],
+                   hours, tuple(added), tuple(removed))
+
+
+def _is_flash(sig: Signature, t: Thresholds) -> bool:
+    return len(sig.paragraph_words) <= 1 and sig.n_words <= t.flash_words
