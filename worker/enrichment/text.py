@@ -1,0 +1,201 @@
+"""Language, script share, keywords, story kind, counts and the Buckwalter headline."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections import Counter
+from functools import lru_cache
+from typing import Any
+
+from camel_tools.utils.charmap import CharMapper
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+from worker.enrichment import lexicon
+from worker.enrichment.dates import GREGORIAN, HIJRI, WEEKDAYS
+from worker.enrichment.stopwords import stopword_forms
+from worker.stages.normalize import match_form
+
+# py3langid's cost grows with the text (it walks the UTF-8 bytes in Python); the headline and the
+# start of the body decide the language of a story as well as the whole of it, at a tenth of a
+# millisecond.
+LANGID_SAMPLE_CHARS = 280
+# Below this probability the detector's answer is replaced by the producer's language hint.
+LANGID_MIN_CONFIDENCE = 0.6
+# Arabic silent reading speed, words per minute (Trauzettel-Klosinski & Dietz, IReST 2012: 138).
+READING_WPM = 138
+KEYWORD_COUNT = 10
+
+_ARABIC_LETTERS = "".join(chr(c) for r in ((0x621, 0x63B), (0x641, 0x64B), (0x671, 0x6D4), (0x6FA, 0x700))
+                          for c in range(*r))
+_DELETE_ARABIC = str.maketrans("", "", _ARABIC_LETTERS)
+_DELETE_ARABIC_AND_COMMON = str.maketrans(
+    "", "", _ARABIC_LETTERS + "".join(chr(c) for c in range(0x64B, 0x671)) + "\u0640\u060c\u061b\u061f"
+    "\u00a0\u200f\u200e«»“”–—…" + "0123456789 \n\r\t.,:;!?()[]{}\"'-/%&*+=_#@<>|\\")
+_ANY_LETTER = re.compile(r"[^\W\d_]")
+_BW = CharMapper.builtin_mapper("ar2bw")
+_ARABIC_WORD = re.compile(r"^[\u0621-\u064a]+$")
+_LATIN_WORD = re.compile(r"^[a-z][a-z0-9\-]+$")
+_CLITIC_ARTICLE = ("وبال", "وال", "بال", "فال", "كال", "ولل", "لل", "ال")
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> LanguageIdentifier:
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def arabic_share(text: str) -> float:
+    """Share of Arabic letters among all letters of the text (0 when it has no letter)."""
+    arabic = len(text) - len(text.translate(_DELETE_ARABIC))
+    # Other letters are counted on what is left once Arabic letters and common non-letters are
+    # deleted: a regex over the remainder only, which keeps this cheap on Arabic text.
+    rest = text.translate(_DELETE_ARABIC_AND_COMMON)
+    others = len(_ANY_LETTER.findall(rest)) if rest else 0
+    letters = arabic + others
+    return round(arabic / letters, 3) if letters else 0.0
+
+
+def language(title: str | None, body: str, hint: str | None) -> tuple[str | None, float]:
+    """ISO 639-1 code and the share of Arabic letters among all letters."""
+    text = f"{title or ''}\n{body}"
+    share = arabic_share(text)
+    if share == 0.0 and not _ANY_LETTER.search(text):
+        return (hint, 0.0)
+    code, prob = _identifier().classify(text[:LANGID_SAMPLE_CHARS])
+    if prob < LANGID_MIN_CONFIDENCE and hint:
+        code = hint
+    return (str(code), share)
+
+
+@lru_cache(maxsize=1)
+def _non_keywords() -> frozenset[str]:
+    calendar = set(GREGORIAN) | set(HIJRI) | set(WEEKDAYS)
+    calendar |= {w for k in calendar for w in k.split()}
+    return frozenset(stopword_forms() | calendar)
+
+
+def _stem(token: str) -> str:
+    """The token without a leading conjunction/preposition + article, for counting only."""
+    for prefix in _CLITIC_ARTICLE:
+        if token.startswith(prefix) and len(token) - len(prefix) >= 3:
+            return token[len(prefix):]
+    return token
+
+
+_TERMS: dict[str, str | None] = {}
+_TERMS_MAX = 500_000
+
+
+def _term(token: str) -> str | None:
+    """The keyword a token counts for, or None; memoized, since a vocabulary repeats."""
+    try:
+        return _TERMS[token]
+    except KeyError:
+        pass
+    skip = _non_keywords()
+    stem: str | None = None
+    if token not in skip and (_ARABIC_WORD.match(token) or _LATIN_WORD.match(token)):
+        stem = _stem(token)
+        if len(stem) < 3 or stem in skip or ("ال" + stem) in skip:
+            stem = None
+    if len(_TERMS) >= _TERMS_MAX:
+        _TERMS.clear()  # bound the memory of a long-running worker
+    _TERMS[token] = stem
+    return stem
+
+
+def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
+    """The story's top terms on the match form.
+
+    A single-document score in the spirit of YAKE (no corpus statistics, no downloads): a term
+    scores its frequency, doubled when it is in the headline, times one plus the share of
+    paragraphs it appears in (a subject recurs through a story, a passing mention does not).
+    Stop words, calendar words, numbers and words under three letters are left out; "العراق",
+    "والعراق" and "بالعراق" count as one term, shown in its most frequent written form.
+    """
+    lines = [match_title, *match_body.split("\n")]
+    tf: Counter[str] = Counter()
+    line_df: Counter[str] = Counter()
+    for line in lines[1:]:
+        tokens = line.split()
+        tf.update(tokens)
+        line_df.update(set(tokens))
+    title_tokens = match_title.split()
+    tf.update(title_tokens)
+    title_set = set(title_tokens)
+    counts: Counter[str] = Counter()
+    best: dict[str, tuple[int, str]] = {}
+    spread: Counter[str] = Counter()
+    in_title: set[str] = set()
+    for token, n in tf.items():
+        stem = _term(token)
+        if stem is None:
+            continue
+        counts[stem] += n
+        if n > best.get(stem, (0, ""))[0]:
+            best[stem] = (n, token)
+        # Lines holding any form of the term, approximated by the form seen on most lines.
+        if line_df[token] > spread[stem]:
+            spread[stem] = line_df[token]
+        if token in title_set:
+            in_title.add(stem)
+    n_lines = max(1, len(lines) - 1)
+    scored = heapq.nsmallest(
+        KEYWORD_COUNT,
+        ((-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
+         for stem, tf_ in counts.items()))
+    out: list[dict[str, Any]] = []
+    for neg_score, stem in scored:
+        score = -neg_score
+        if score < 2.0 and out:
+            break  # single passing mentions are not keywords
+        out.append({"term": best[stem][1], "count": counts[stem], "score": round(score, 3)})
+    return out
+
+
+@lru_cache(maxsize=1)
+def _markers() -> dict[str, frozenset[str]]:
+    return {kind: frozenset(match_form(m).strip() for m in words)
+            for kind, words in lexicon.KIND_MARKERS.items()}
+
+
+_LABEL_EDGE = {":", "-", "–", "|", "(", ")", "[", "]", ".", "..", "...", "«", "»", "*", "،"}
+
+
+def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
+    """Flash, correction and update labels of the headline or the body's first tokens.
+
+    A label counts at the start or end of the headline or the body, or set off by brackets or
+    a colon/dash, never as an ordinary word ("تحديث نظام المرور" is about an update, not one).
+    """
+    out = {}
+    for kind, markers in _markers().items():
+        found = False
+        for text in (match_title, " ".join(first_line.split()[:8])):
+            tokens = text.split()
+            for size in (3, 2, 1):
+                for i in range(len(tokens) - size + 1):
+                    if " ".join(tokens[i:i + size]) not in markers:
+                        continue
+                    before = tokens[i - 1] if i else ""
+                    after = tokens[i + size] if i + size < len(tokens) else ""
+                    if kind == "urgent" or i == 0 or i + size == len(tokens) or \
+                            before in _LABEL_EDGE or after in _LABEL_EDGE:
+                        found = True
+        out[kind] = found
+    return out
+
+
+def counts(match_body: str, paragraphs: list[str]) -> dict[str, int]:
+    """Words (tokens holding a letter or a digit), paragraphs, and reading time in minutes."""
+    words = sum(map(str.isalnum, match_body.split()))
+    minutes = math.ceil(words / READING_WPM) if words else 0
+    return {"words": words, "paragraphs": len(paragraphs), "reading_minutes": minutes}
+
+
+def title_buckwalter(title: str | None) -> str | None:
+    """The headline in Buckwalter transliteration (CAMeL Tools' ar2bw map)."""
+    if not title or not title.strip():
+        return None
+    return str(_BW(" ".join(title.split())))
