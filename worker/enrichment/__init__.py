@@ -48,7 +48,7 @@ from worker.enrichment.dateline import find_dateline
 from worker.enrichment.dates import find_dates
 from worker.enrichment.gazetteer import load
 from worker.enrichment.places import find
-from worker.enrichment.text import counts, keywords, language, story_kind, title_buckwalter
+from worker.enrichment.text import counts, identifier, keywords, language, story_kind, title_buckwalter
 
 ENRICHMENT_VERSION = "2026.11.1"
 
@@ -58,7 +58,7 @@ __all__ = ["ENRICHMENT_VERSION", "enrich", "warm"]
 def warm() -> None:
     """Build the gazetteer and load the language model now rather than on the first story."""
     load()
-    language("", "نص", None)
+    identifier()
 
 
 def enrich(*, title: str | None, body: str, paragraphs: list[str], match_title: str, match_body: str,

@@ -79,6 +79,8 @@ def _place_prefix(gz: Gazetteer, words: list[str]) -> tuple[int, Place | None]:
     for k in range(min(4, len(words)), 0, -1):
         form = " ".join(words[:k])
         places = gz.places_by_form.get(form)
+        if places and k < len(words) and (form in gz.strict_cue_required or form in gz.cue_required):
+            continue  # "بدر الجبل": a name that is also a town, followed by more of the name
         if places:
             city = next((p for p in places if p.kind == "city"), None)
             return k, city or places[0]

@@ -222,7 +222,8 @@ def load() -> Gazetteer:
         n_curated = len(curated.get(gid, ()))
         if not n_curated:
             regional = cc in lexicon.REGIONAL_COUNTRIES and population >= lexicon.REGIONAL_MIN_POPULATION
-            world = population >= lexicon.WORLD_CITY_MIN_POPULATION or (cc, city["name"]) in capitals
+            world = population >= lexicon.WORLD_CITY_MIN_POPULATION or (
+                (cc, city["name"]) in capitals and population >= lexicon.CAPITAL_MIN_POPULATION)
             if not (regional or world):
                 continue
         # A curated city is matched by its curated names only: GeoNames' other Arabic spellings

@@ -102,6 +102,9 @@ REGIONAL_COUNTRIES = frozenset({
     "TN", "DZ", "MA", "MR", "SO", "DJ", "KM", "IL", "TR", "IR",
 })
 WORLD_CITY_MIN_POPULATION = 1_000_000
+# Capitals of small territories (Douglas, Stanley, Hamilton, Victoria) are people's names far
+# more often than places in Arabic news: uncurated capitals need this many inhabitants.
+CAPITAL_MIN_POPULATION = 100_000
 # Uncurated GeoNames names of towns in the region are indexed from this population up: below
 # it the Arabic alternate names are mostly village names that are also common words.
 REGIONAL_MIN_POPULATION = 10**9
@@ -183,7 +186,7 @@ CITY_NAMES: dict[str, list[str]] = {
     "IR|Tabriz": ["تبريز"], "IR|Shiraz": ["شيراز"], "IR|Ahvaz": ["الأحواز", "الأهواز"],
     "TR|Ankara": ["أنقرة"], "TR|Istanbul": ["إسطنبول", "اسطنبول"], "TR|İzmir": ["إزمير"],
     "TR|Antalya": ["أنطاليا"], "TR|Gaziantep": ["غازي عنتاب"], "TR|Adana": ["أضنة"],
-    "TR|Kilis": ["كيليس", "كلس"], "TR|Diyarbakır": ["ديار بكر"],
+    "TR|Bursa": ["بورصة", "بورسا"], "TR|Kilis": ["كيليس", "كلس"], "TR|Diyarbakır": ["ديار بكر"],
     "TR|Şanlıurfa": ["أورفة", "شانلي أورفة"],
     # the rest of the world: capitals and large cities under their press spellings
     "US|New York City": ["نيويورك"], "US|Washington": ["واشنطن"],
@@ -228,6 +231,7 @@ BLOCKED_CITY_NAMES: frozenset[str] = frozenset({
     "المدينة", "مدينة", "مدينه", "خبر", "رياض", "الرياض الخبراء", "نايف", "عنك", "الطرف",
     "الشفا", "حقل", "الحميدية", "الراشدية", "الرميلة", "السطوه", "الوجه", "رس", "دمام",
     "طائف", "هفوف", "ظهران", "فجيرة", "فجيره", "الخبراء", "البدائع", "مكه", "جده", "دبى",
+    "مدان", "دلي", "لوم", "دار السلام", "قيصري", "ليما",
 })
 
 # Cities whose name is also a frequent word, matched only with a cue. STRICT names need a place
@@ -236,7 +240,8 @@ BLOCKED_CITY_NAMES: frozenset[str] = frozenset({
 # الرقة" is Raqqa; "الرقة" alone is also "softness").
 STRICT_CUE_REQUIRED: frozenset[str] = frozenset({
     "الخبر", "العين", "صور", "البيضاء", "العمارة", "الحلة", "الزاوية", "حجة", "عمران", "الوجه",
-    "تربة", "قنا", "بريدة", "إب", "ليون", "بون", "معان", "نيس", "حقل", "الباب", "دوما", "بدر",
+    "تربة", "قنا", "بريدة", "إب", "مشهد", "بورصة",
+    "ليون", "بون", "معان", "نيس", "حقل", "الباب", "دوما", "بدر",
 })
 CUE_REQUIRED: frozenset[str] = frozenset({
     "الرقة", "حماة", "جنين", "الخليل", "سرت", "درعا", "صيدا", "الناصرة", "المنصورة", "العقبة", "الزرقاء",

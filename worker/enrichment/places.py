@@ -22,6 +22,9 @@ _SY_INDEF = "سوريه"
 _VERB_ENDINGS = ("وا",)
 _SENTENCE_EDGE = _OPEN | {"", "،", ",", ".", "#"}
 _DASHES = {"-", "–", "—"}
+_DATELINE_EDGE = {"", "-", "–", "—", ":", "،", ",", "(", ")", "«", "»", '"', "/"}
+_CLUB_NATIONALITY = {"الايطالي", "الاسباني", "الانجليزي", "الانكليزي", "الفرنسي", "الالماني",
+                     "البرتغالي", "الهولندي", "السويسري", "التركي", "السعودي", "الاماراتي"}
 # A nisba adjective follows a definite noun ("الهيئة السعودية"); weekday and time words are not
 # such nouns ("ثم الثلاثاء السعودية وقطر": on Tuesday, Saudi Arabia and Qatar).
 _TIME_WORDS = {"الاحد", "الاثنين", "الثلاثاء", "الاربعاء", "الخميس", "الجمعه", "السبت", "اليوم", "الان"}
@@ -123,7 +126,9 @@ def _place_allowed(gz: Gazetteer, hit: Hit, entry: Entry, sports: bool) -> bool:
     """Context rules for one place reading; True keeps the mention."""
     base, proclitic, prev = entry.base, entry.proclitic, hit.prev
     cue = prev in gz.city_cues or prev in gz.prepositions
-    dateline = in_dateline(hit)
+    # In the dateline a place stands alone between separators; "بدر الجبل- سبق- تبوك:" starts
+    # with a reporter's first name, not with the town of Badr.
+    dateline = in_dateline(hit) and prev in _DATELINE_EDGE and hit.next in _DATELINE_EDGE
     rejected = (
         # «الرياض» between quotes is the newspaper.
         (base in gz.outlet_names and _bracketed(hit))
@@ -141,7 +146,9 @@ def _place_allowed(gz: Gazetteer, hit: Hit, entry: Entry, sports: bool) -> bool:
         or (base in gz.country_cue_required and not (proclitic or prev in gz.prepositions))
         or (base in gz.strict_cue_required and not (prev in gz.city_cues or dateline))
         or (base in gz.cue_required and not (cue or proclitic == "ب" or dateline))
-        # In a sports story a club's city name is the club, unless a place word precedes it.
+        # In a sports story a club's city name is the club, unless a place word precedes it;
+        # "ميلان الإيطالي" is the club in any story.
+        or (base in gz.club_names and not proclitic and hit.next in _CLUB_NATIONALITY)
         or (sports and base in gz.club_names
             and not (prev in gz.city_cues or prev == "في" or proclitic == "ب" or dateline))
     )

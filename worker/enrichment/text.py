@@ -21,6 +21,8 @@ from worker.stages.normalize import match_form
 # start of the body decide the language of a story as well as the whole of it, at a tenth of a
 # millisecond.
 LANGID_SAMPLE_CHARS = 280
+# Share of Arabic letters above which a text without Persian/Urdu letters is taken as Arabic.
+ARABIC_SHORTCUT_SHARE = 0.8
 # Below this probability the detector's answer is replaced by the producer's language hint.
 LANGID_MIN_CONFIDENCE = 0.6
 # Arabic silent reading speed, words per minute (Trauzettel-Klosinski & Dietz, IReST 2012: 138).
@@ -30,6 +32,8 @@ KEYWORD_COUNT = 10
 _ARABIC_LETTERS = "".join(chr(c) for r in ((0x621, 0x63B), (0x641, 0x64B), (0x671, 0x6D4), (0x6FA, 0x700))
                           for c in range(*r))
 _DELETE_ARABIC = str.maketrans("", "", _ARABIC_LETTERS)
+_OTHER_ARABIC_SCRIPT = re.compile(
+    "[\u067e\u0686\u0698\u06a9\u06af\u06cc\u06c1\u06be\u06d2\u0679\u0688\u0691\u06ba\u06d5\u06c6\u06b5\u0695]")
 _DELETE_ARABIC_AND_COMMON = str.maketrans(
     "", "", _ARABIC_LETTERS + "".join(chr(c) for c in range(0x64B, 0x671)) + "\u0640\u060c\u061b\u061f"
     "\u00a0\u200f\u200e«»“”–—…" + "0123456789 \n\r\t.,:;!?()[]{}\"'-/%&*+=_#@<>|\\")
@@ -41,7 +45,8 @@ _CLITIC_ARTICLE = ("وبال", "وال", "بال", "فال", "كال", "ولل",
 
 
 @lru_cache(maxsize=1)
-def _identifier() -> LanguageIdentifier:
+def identifier() -> LanguageIdentifier:
+    """py3langid's identifier with normalized probabilities, loaded once."""
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
@@ -62,7 +67,11 @@ def language(title: str | None, body: str, hint: str | None) -> tuple[str | None
     share = arabic_share(text)
     if share == 0.0 and not _ANY_LETTER.search(text):
         return (hint, 0.0)
-    code, prob = _identifier().classify(text[:LANGID_SAMPLE_CHARS])
+    if share >= ARABIC_SHORTCUT_SHARE and _OTHER_ARABIC_SCRIPT.search(text) is None:
+        # Persian, Urdu, Pashto and Kurdish all write letters Arabic does not (ی ک پ چ گ ژ ...);
+        # a text in Arabic script with none of them is Arabic, and the classifier is skipped.
+        return ("ar", share)
+    code, prob = identifier().classify(text[:LANGID_SAMPLE_CHARS])
     if prob < LANGID_MIN_CONFIDENCE and hint:
         code = hint
     return (str(code), share)
@@ -114,33 +123,36 @@ def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
     Stop words, calendar words, numbers and words under three letters are left out; "العراق",
     "والعراق" and "بالعراق" count as one term, shown in its most frequent written form.
     """
-    lines = [match_title, *match_body.split("\n")]
-    tf: Counter[str] = Counter()
+    body_lines = match_body.split("\n")
+    tf: Counter[str] = Counter(match_body.split())
     line_df: Counter[str] = Counter()
-    for line in lines[1:]:
-        tokens = line.split()
-        tf.update(tokens)
-        line_df.update(set(tokens))
-    title_tokens = match_title.split()
-    tf.update(title_tokens)
-    title_set = set(title_tokens)
-    counts: Counter[str] = Counter()
+    for line in body_lines:
+        line_df.update(set(line.split()))
+    title_set = set(match_title.split())
+    tf.update(match_title.split())
+    counts: dict[str, int] = {}
     best: dict[str, tuple[int, str]] = {}
-    spread: Counter[str] = Counter()
+    spread: dict[str, int] = {}
     in_title: set[str] = set()
+    terms = _TERMS
     for token, n in tf.items():
-        stem = _term(token)
+        stem = terms[token] if token in terms else _term(token)
         if stem is None:
             continue
-        counts[stem] += n
-        if n > best.get(stem, (0, ""))[0]:
+        if stem in counts:
+            counts[stem] += n
+            if n > best[stem][0]:
+                best[stem] = (n, token)
+            # Lines holding any form of the term, approximated by the form on most lines.
+            spread[stem] = max(spread[stem], line_df[token])
+        else:
+            counts[stem] = n
             best[stem] = (n, token)
-        # Lines holding any form of the term, approximated by the form seen on most lines.
-        if line_df[token] > spread[stem]:
             spread[stem] = line_df[token]
         if token in title_set:
             in_title.add(stem)
-    n_lines = max(1, len(lines) - 1)
+    lines = body_lines
+    n_lines = max(1, len(lines))
     scored = heapq.nsmallest(
         KEYWORD_COUNT,
         ((-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
