@@ -116,28 +116,46 @@ def find_dateline(first_paragraph: str, published_at: datetime | None) -> dict[s
     agency: str | None = None
     date_iso: str | None = None
     unknown: tuple[int, int] | None = None
+    last_unknown: tuple[int, int] | None = None
+    outlet_at: int | None = None
+    place_at = 0
+    n_head = n - 1 if head and head[-1] == ":" else n
     for start, end in _segments(head):
         words = head[start:end]
         found_agency = _agency(gz, words)
         if found_agency:
             agency = agency or found_agency
             continue
-        if " ".join(words) in gz.outlet_names:
-            continue
         if place is None:
             k, candidate = _place_prefix(gz, words)
             if candidate is not None:
-                place, place_ar = candidate, " ".join(shown[start:start + k])
+                place, place_ar, place_at = candidate, " ".join(shown[start:start + k]), start
                 continue
+        if " ".join(words) in gz.outlet_names:
+            outlet_at = start if outlet_at is None else outlet_at
+            continue  # "سبق", "عين اليوم", «الخليج»: the outlet signing the story
         if date_iso is None and place is not None:
             found = find_dates(" ".join(words), published_at)
             if found:
                 date_iso = found[0].get("date")
                 continue
-        if unknown is None and end - start <= 3:
-            unknown = (start, end)
+        if end - start <= 3:
+            unknown = unknown or (start, end)
+            last_unknown = (start, end)
+    if place is not None and place.kind == "country" and unknown is not None and unknown[0] < place_at:
+        # "أتلانتا، أمريكا": city, country. The city is unknown to the gazetteer; the dateline
+        # keeps it as written with the country's code.
+        place_ar = " ".join(shown[unknown[0]:unknown[1]])
+        return {"place": None, "place_ar": place_ar, "country_code": place.country_code,
+                "date": date_iso, "agency": agency,
+                "text": " ".join(t for t in shown[:n] if t != ":").strip(" -–—")}
     if place is None and agency and unknown is not None:
         place_ar = " ".join(shown[unknown[0]:unknown[1]])
+    elif place is None and outlet_at is not None and last_unknown is not None and \
+            last_unknown[0] > outlet_at and last_unknown[1] == n_head:
+        # "سبق-الجوف:": the segment after the signing outlet, closing the head, is the place
+        # even when the gazetteer does not know it (a region, a village).
+        place_ar = " ".join(shown[last_unknown[0]:last_unknown[1]])
     if place is None and place_ar is None and agency is None:
         return None
     text = " ".join(t for t in shown[:n] if t != ":").strip(" -–—")

@@ -185,6 +185,8 @@ def find(match_title: str, match_body: str) -> Found:
     kept: list[tuple[Hit, Entry]] = []
     agencies: Counter[str] = Counter()
     first_seen: dict[str, int] = {}
+    last_agency: tuple[str, int] = ("", -1)
+    last_end = -10
     for hit in hits:
         entries = hit.entries
         if any(e.category == "block" for e in entries):
@@ -202,8 +204,14 @@ def find(match_title: str, match_body: str) -> Found:
         for entry in agency_entries:
             if entry.category == "agency" or (not entry.proclitic and (
                     _bracketed(hit) or hit.prev in _DASHES or hit.next in _DASHES | {":"})):
+                # "وكالة الأنباء الألمانية (د.ب.أ)": the abbreviation right after the name is
+                # the same attribution, not a second one.
+                if last_agency == (entry.agency, hit.line) and hit.start - last_end <= 4:
+                    last_end = hit.end
+                    break
                 agencies[entry.agency] += 1
                 first_seen.setdefault(entry.agency, hit.start)
+                last_agency, last_end = (entry.agency, hit.line), hit.end
                 break
     counts: Counter[str] = Counter()
     chosen: dict[str, Place] = {}

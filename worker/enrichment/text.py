@@ -178,8 +178,9 @@ _LABEL_EDGE = {":", "-", "–", "|", "(", ")", "[", "]", ".", "..", "...", "«",
 def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
     """Flash, correction and update labels of the headline or the body's first tokens.
 
-    A label counts at the start or end of the headline or the body, or set off by brackets or
-    a colon/dash, never as an ordinary word ("تحديث نظام المرور" is about an update, not one).
+    "عاجل" counts anywhere there; a correction or update label only when set off by brackets, a
+    colon or a dash ("تصحيح: ...", "(محدث)"), never as an ordinary word ("تحديث نظام المرور" is
+    about an update, not one).
     """
     out = {}
     for kind, markers in _markers().items():
@@ -192,8 +193,7 @@ def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
                         continue
                     before = tokens[i - 1] if i else ""
                     after = tokens[i + size] if i + size < len(tokens) else ""
-                    if kind == "urgent" or i == 0 or i + size == len(tokens) or \
-                            before in _LABEL_EDGE or after in _LABEL_EDGE:
+                    if kind == "urgent" or before in _LABEL_EDGE or after in _LABEL_EDGE:
                         found = True
         out[kind] = found
     return out
