@@ -88,6 +88,10 @@ def test_oman_and_amman_by_context(enriched) -> None:
     "وقال العنزي في حديثه إلى \"الوطن\" إن الرسوم مهمة",
     "وأفاد المتحدث سوتوبو بيرو نوجروهو أن الزلزال ضرب الإقليم",
     "بدر الجبل- سبق- متابعة: وصل إلى أرض الوطن",
+    # A tournament, a sea, a club.
+    "بسبب مشاركاته مع منتخب بلاده في بطولة كوبا أميركا",
+    "تراجع النشاط في خليج غينيا وشرق القارة",
+    "كما لعب روميرو لفريق موناكو الفرنسي",
 ])
 def test_common_words_are_not_places(enriched, sentence: str) -> None:
     assert enriched(None, sentence)["places"] == []
