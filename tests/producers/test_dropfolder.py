@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import RecordingPublisher
+from feedtools import RecordingPublisher
 from structlog.testing import capture_logs
 
 from akhbar.settings import Settings
@@ -54,7 +54,7 @@ def test_every_kind_of_file_is_published_then_moved(tmp_path: Path, recorder: Re
     assert second.published == sorted([SEED.name, "one.json", "many.jsonl", "newsml_v1.xml", "story.nitf"])
     assert second.failed == ["garbage.xml"]
     assert files(inbox) == ["upload.xml.part"]  # a partial upload is never picked up
-    assert files(drop.processed_dir) == sorted(second.published + ["many.jsonl.reason.txt"])
+    assert files(drop.processed_dir) == sorted([*second.published, "many.jsonl.reason.txt"])
     assert files(drop.error_dir) == ["garbage.xml", "garbage.xml.reason.txt"]
     assert (drop.error_dir / "garbage.xml.reason.txt").read_text().startswith("invalid_xml: ")
     reasons = (drop.processed_dir / "many.jsonl.reason.txt").read_text().splitlines()
