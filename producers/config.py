@@ -145,6 +145,8 @@ class PushSource(_Source):
     # A file of ``name:token`` lines (or bare tokens, named "push"), read at start.
     tokens_file: Path | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Most deliveries one request may carry (a larger batch is refused with 413).
+    max_batch: int = Field(default=1000, ge=1)
     # Backpressure: above this many queued messages, requests get 429 with Retry-After.
     max_queue_depth: int = Field(default=10_000, ge=1)
     retry_after: int = Field(default=5, ge=1)
