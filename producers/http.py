@@ -25,6 +25,7 @@ import hmac
 import threading
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from akhbar.settings import Settings, get_settings
-from producers.config import Publishing, PushSource
+from producers.config import HealthStore, Publishing, PushSource, SourceStatus
 from producers.records import iter_json_lines, parse_json_record
 from worker.messages import Delivery, Rejection
 
@@ -160,27 +161,32 @@ def create_app(
     *,
     settings: Settings | None = None,
     tokens: dict[str, str] | None = None,
+    health: HealthStore | None = None,
 ) -> Starlette:
-    """The push endpoint for one publisher; ``tokens`` (token -> sender) defaults to :func:`load_tokens`."""
+    """The push endpoint for one publisher; ``tokens`` (token -> sender) defaults to :func:`load_tokens`.
+
+    With a ``health`` store, the endpoint's health (items, failures, last request) is saved after
+    every publishing request.
+    """
     settings = settings or get_settings()
+    status = (health.load(config.name) if health else None) or SourceStatus(config.name, "push")
+    status.state = "active"
     known = tokens if tokens is not None else load_tokens(config, settings)
     bound = log.bind(source=config.name)
     if not known:
         bound.warning("push_no_tokens", message="no bearer token configured: every request will get 401")
 
-    async def deliveries(request: Request) -> Response:
-        started = time.monotonic()
-        sender = _sender(known, request.headers.get("authorization"))
-        response = await _deliveries(request, sender)
-        bound.info(
-            "push_request",
-            sender=sender,
-            status=response.status_code,
-            client=request.client.host if request.client else None,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            **getattr(response, "summary", {}),
-        )
-        return response
+    async def _record(*, accepted: int, error: str | None) -> None:
+        now = datetime.now(UTC)
+        status.last_poll = now
+        status.items += accepted
+        if accepted:
+            status.last_seen = now
+        if error is not None:
+            status.failures += 1
+            status.last_error = error
+        if health is not None:
+            await run_in_threadpool(health.save, status)
 
     async def _deliveries(request: Request, sender: str | None) -> Response:
         if sender is None:
@@ -235,6 +241,7 @@ def create_app(
             ids = await run_in_threadpool(publisher.publish, items, live=config.live)
         except Exception as exc:  # the broker did not confirm: nothing is promised to the sender
             bound.error("push_publish_failed", sender=sender, error=str(exc), error_type=type(exc).__name__)
+            await _record(accepted=0, error=f"publish failed: {type(exc).__name__}: {exc}")
             return _error(
                 503,
                 "unavailable",
@@ -243,6 +250,7 @@ def create_app(
             )
         report = _report(items, ids)
         accepted = sum(1 for r in report if r["status"] == "accepted")
+        await _record(accepted=accepted, error=None)
         summary = {"accepted": accepted, "rejected": len(report) - accepted}
         if invalid:
             reason = items[0].message if isinstance(items[0], Rejection) else "not JSON"
@@ -250,6 +258,20 @@ def create_app(
         else:
             response = JSONResponse({**summary, "delivery_ids": ids, "items": report}, status_code=202)
         response.summary = summary  # type: ignore[attr-defined]
+        return response
+
+    async def deliveries(request: Request) -> Response:
+        started = time.monotonic()
+        sender = _sender(known, request.headers.get("authorization"))
+        response = await _deliveries(request, sender)
+        bound.info(
+            "push_request",
+            sender=sender,
+            status=response.status_code,
+            client=request.client.host if request.client else None,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            **getattr(response, "summary", {}),
+        )
         return response
 
     async def healthz(request: Request) -> Response:
