@@ -169,3 +169,13 @@ disable_after = 2
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_the_sample_sources_toml_holds_all_four_kinds() -> None:
+    config = load_config(ROOT / "sources.toml")
+    kinds = {(s.kind, getattr(s, "url", "").rsplit("/", 1)[-1]) for s in config.sources}
+    assert {("feed", "rss.xml"), ("feed", "atom.xml"), ("dropfolder", ""), ("push", "")} <= kinds
+    wire = next(s for s in config.sources if s.name == "wire-drop")
+    assert wire.path == ROOT / "var" / "drop" / "wire"  # type: ignore[union-attr]
+    push = next(s for s in config.sources if s.kind == "push")
+    assert push.tokens and push.max_queue_depth > 0  # type: ignore[union-attr]
