@@ -11,16 +11,20 @@ unrelated story of the same day is there as a negative):
   replaced headline and an "عاجل" flash followed by the full story are ``update``.
 * **Natural reprints.** The corpus holds the same Saudi Press Agency copy reprinted by several
   papers. Pairs of articles published within two days of each other are labelled by an offline
-  rule that uses what the product never sees: document frequencies over the whole corpus. Two
-  articles *share specific text* when they have word 6-grams (of the match form) in common that
-  occur in at most :data:`SPECIFIC_DF` corpus articles; boilerplate and template wording ("بعث
-  خادم الحرمين الشريفين ... برقية تهنئة") occurs in dozens of articles and does not count. A pair is
+  rule that uses what the product never sees: where and when every phrase occurs in the whole
+  corpus. Two articles *share specific text* when they have word 6-grams (of the match form) in
+  common that occur in at most :data:`SPECIFIC_DF` corpus articles and in at most
+  :data:`SPECIFIC_ELSEWHERE` articles more than a day away: a story's own sentences cluster on its
+  days, while boilerplate and template wording ("بعث خادم الحرمين الشريفين ... برقية تهنئة") recurs
+  every day and does not count. A pair is
   the same story when at least :data:`MIN_SPECIFIC` specific 6-grams are shared and the shared
   6-grams cover at least :data:`MIN_COVER` of the shorter article; a pair sharing no specific
   6-gram, or fewer than :data:`MIN_SPECIFIC` covering under :data:`NEGATIVE_COVER`, is different;
   anything in between (one outlet quoting a paragraph of another story, a story rewritten from
   scratch) is *ambiguous* and left out of the pairwise scores. Labels stay pairwise (no transitive
-  closure): a round-up that carries two stories is each one's reprint without making them one.
+  closure): a round-up that carries two stories is each one's reprint without making them one. No
+  grouping can honour such labels, so a pair of different stories joined by a chain of same-story
+  pairs (the same connected component) is left out as well, and counted separately.
 
 ``generate(n_base, seed)`` returns the deliveries in arrival order (``published_at``, then
 ``delivery_id``); each carries the corpus article it comes from (its *root*), the roots labelled
@@ -51,7 +55,8 @@ from worker.stages.normalize import content_hash, match_form
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "articles.jsonl.gz"
 
 # Natural-reprint labelling rule (see the module docstring).
-SPECIFIC_DF = 12
+SPECIFIC_DF = 60
+SPECIFIC_ELSEWHERE = 2
 MIN_SPECIFIC = 3
 MIN_COVER = 0.2
 NEGATIVE_COVER = 0.05
@@ -81,15 +86,17 @@ class LabelledDelivery:
     # Corpus articles labelled the same story as ``root``, and those left out of the scores with it.
     same_roots: frozenset[str] = field(default=frozenset())
     ambiguous_roots: frozenset[str] = field(default=frozenset())
-    # Connected component of same-story pairs: a convenience for counting stories, not for scoring
-    # (a round-up joins two stories into one component).
+    # Connected component of same-story pairs: pairs inside one component without a label of their
+    # own are left out of the scores (a round-up joins two stories into one component).
     group: str = ""
 
     def same_story(self, other: LabelledDelivery) -> bool | None:
         """Ground truth for a pair: True, False, or None when the pair is left out of the scores."""
         if self.root == other.root or other.root in self.same_roots:
             return True
-        return None if other.root in self.ambiguous_roots else False
+        if self.group == other.group or other.root in self.ambiguous_roots:
+            return None
+        return False
 
     def to_record(self) -> dict[str, Any]:
         """The delivery as a record of the JSON input contract."""
@@ -150,16 +157,26 @@ def label_natural(rows: Sequence[dict[str, Any]], all_rows: Sequence[dict[str, A
     does not make the two one story, so no transitive closure is taken.
     """
     grams_of: dict[str, set[int]] = {}
-    df: Counter[int] = Counter()
+    days_of: dict[int, Counter[int]] = defaultdict(Counter)
     for row in all_rows:
         g = _grams(_words((row.get("title") or "") + " \n " + row["body"]))
         grams_of[row["id"]] = g
-        df.update(g)
+        day = row["published_at"].toordinal()
+        for gram in g:
+            days_of[gram][day] += 1
+
+    def specific(gram: int, day: int) -> bool:
+        spread = days_of[gram]
+        total = sum(spread.values())
+        elsewhere = sum(n for d, n in spread.items() if abs(d - day) > 1)
+        return total <= SPECIFIC_DF and elsewhere <= SPECIFIC_ELSEWHERE
+
     by_gram: dict[int, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        for g in grams_of[row["id"]]:
-            if df[g] <= SPECIFIC_DF:
-                by_gram[g].append(i)
+        day = row["published_at"].toordinal()
+        for gram in grams_of[row["id"]]:
+            if specific(gram, day):
+                by_gram[gram].append(i)
     shared: Counter[tuple[int, int]] = Counter()
     for members in by_gram.values():
         for x in range(len(members)):
@@ -184,8 +201,13 @@ def label_natural(rows: Sequence[dict[str, Any]], all_rows: Sequence[dict[str, A
             ambiguous_count += 1
         target[ra["id"]].add(rb["id"])
         target[rb["id"]].add(ra["id"])
-    return NaturalLabels(positive=positive, ambiguous=ambiguous, positive_pairs=positives,
-                         ambiguous_pairs=ambiguous_count, pairs_checked=len(shared))
+    return NaturalLabels(
+        positive=positive,
+        ambiguous=ambiguous,
+        positive_pairs=positives,
+        ambiguous_pairs=ambiguous_count,
+        pairs_checked=len(shared),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,16 +549,28 @@ def generate(
     drafts: list[_Draft] = []
     serial = 0
     for row in rows:
-        base = _Draft(row["outlet"], row["id"], row.get("title") or None, row["body"], row["published_at"],
-                      row["id"], None, "original", None, True, row["id"])
+        base = _Draft(
+            row["outlet"],
+            row["id"],
+            row.get("title") or None,
+            row["body"],
+            row["published_at"],
+            row["id"],
+            None,
+            "original",
+            None,
+            True,
+            row["id"],
+        )
         drafts.append(base)
         if rnd.random() >= variant_rate:
             continue
         made = 0
         for _ in range(rnd.choice((1, 1, 2, 3))):
             edit, _label = _pick(rnd)
-            if edit in ("flash", "grown") and (made or natural.positive.get(row["id"])
-                                                or natural.ambiguous.get(row["id"])):
+            if edit in ("flash", "grown") and (
+                made or natural.positive.get(row["id"]) or natural.ambiguous.get(row["id"])
+            ):
                 continue  # these need the base to be the story's first delivery
             serial += 1
             out = _variant(base, edit, rnd, serial)
@@ -589,11 +623,24 @@ def generate(
             label = None
         seen.append((d.group, d.source, h))
         seen_by_root[d.group].append((d.source, h))
-        out_list.append(LabelledDelivery(
-            delivery_id=ids[d.key], source=d.source, source_id=d.source_id, title=d.title, body=d.body,
-            published_at=d.published_at, root=d.group, label=label, edit=d.edit,
-            parent=ids.get(d.parent) if d.parent else None, natural=d.natural, same_roots=same_roots,
-            ambiguous_roots=amb_roots, group=find(d.group)))
+        out_list.append(
+            LabelledDelivery(
+                delivery_id=ids[d.key],
+                source=d.source,
+                source_id=d.source_id,
+                title=d.title,
+                body=d.body,
+                published_at=d.published_at,
+                root=d.group,
+                label=label,
+                edit=d.edit,
+                parent=ids.get(d.parent) if d.parent else None,
+                natural=d.natural,
+                same_roots=same_roots,
+                ambiguous_roots=amb_roots,
+                group=find(d.group),
+            )
+        )
     if stats is not None:
         stats.update(
             days=list(days),

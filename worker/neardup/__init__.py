@@ -3,5 +3,13 @@
 from worker.neardup.compare import DEFAULT_THRESHOLDS, Thresholds, Verdict, compare, features, paragraph_diff
 from worker.neardup.signature import Signature, signature
 
-__all__ = ["DEFAULT_THRESHOLDS", "Signature", "Thresholds", "Verdict", "compare", "features", "paragraph_diff",
-           "signature"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "Signature",
+    "Thresholds",
+    "Verdict",
+    "compare",
+    "features",
+    "paragraph_diff",
+    "signature",
+]

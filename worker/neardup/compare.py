@@ -11,8 +11,9 @@ template share half. The decision combines
 * ``lede`` and ``title``: a flash and its full story share a lede and a headline;
 * the publication times: stories further apart than the window are never the same story.
 
-The thresholds (:class:`Thresholds`) were tuned on one part of the labelled benchmark
-(``python -m bench.neardup``) and are reported on another.
+These features are combined by a logistic regression whose weights and cut (:class:`Thresholds`)
+were fitted on one part of the labelled benchmark (``python -m bench.neardup``) and are reported on
+another; a flash and its story are recognised by their shared lede and headline.
 
 Labels: an *update* is a new version from the same source with a substantive change (whole
 paragraphs added or removed, a replaced headline, a flash followed by the full story); every other
@@ -27,24 +28,63 @@ import numpy as np
 
 from worker.neardup.signature import ANCHOR_SKETCH, Signature
 
+# The terms of the same-story score, in the order of Thresholds.weights.
+TERMS = (
+    "bias",
+    "body",
+    "containment",
+    "anchors",
+    "lede",
+    "title",
+    "body*anchors",
+    "containment*anchors",
+    "lede*title",
+    "sqrt(body)",
+    "sqrt(anchors)",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Decision thresholds (tuned on the benchmark's tuning days; see bench/neardup.py)."""
+    """The decision's parameters.
+
+    ``weights`` are a logistic regression over :data:`TERMS` fitted on the benchmark's tuning days
+    and ``same_story`` the cut on its score, chosen there for precision (``python -m bench.neardup``
+    fits them again and prints them next to these).
+    """
 
     window_hours: float = 7 * 24
-    # same story when any rule holds
-    body_alone: float = 0.45  # body Jaccard that needs nothing else
-    body_with_anchors: float = 0.12  # body Jaccard ...
-    anchors_with_body: float = 0.45  # ... with this anchor Jaccard
-    containment_with_anchors: float = 0.55  # containment of the smaller body ...
-    anchors_with_containment: float = 0.35  # ... with this anchor Jaccard
-    lede_flash: float = 0.75  # lede agreement of a flash and its story ...
-    title_flash: float = 0.5  # ... with this title Jaccard
+    weights: tuple[float, ...] = (
+        -11.614,
+        15.642,
+        6.617,
+        -33.393,
+        -1.262,
+        2.612,
+        -56.005,
+        66.926,
+        7.575,
+        4.342,
+        25.037,
+    )
+    same_story: float = 1.0
+    # ... and, unless the bodies alone are this similar, the anchors must agree this much: two
+    # stories from one template (the King and the Crown Prince receiving one visitor) share text
+    # but not their names.
+    anchors_floor: float = 0.3
+    body_alone: float = 0.45
+    # Two stories that both state at least this many numbers and share fewer than this share of
+    # them are different (the same report of another day), whatever their text.
+    numbers_needed: int = 3
+    numbers_floor: float = 0.15
+    # A flash and its full story: the flash's lede and headline are the story's.
+    lede_flash: float = 0.75
+    title_flash: float = 0.5
+    flash_words: int = 40  # a story this short, in one paragraph, is a flash
     # labels
     update_share: float = 0.15  # share of words in whole paragraphs added or removed
     title_replaced: float = 0.34  # title Jaccard below this on the same body = replaced headline
-    flash_words: int = 40  # a story this short, in one paragraph, is a flash
+    body_replaced: float = 0.45  # ... when the bodies are at least this similar
     paragraph_bits: int = 9  # SimHash distance up to which two paragraphs are one (edited) paragraph
 
 
@@ -57,7 +97,7 @@ class Verdict:
 
     same_story: bool
     label: str  # "duplicate" | "near_duplicate" | "update" | "different"
-    score: float  # body Jaccard blended with anchors and lede; ranks several matches
+    score: float  # the same-story score (log-odds); ranks several matches
     body: float
     containment: float
     anchors: float
@@ -86,7 +126,9 @@ def _bottom_k_jaccard(a: bytes, b: bytes) -> float:
     sb = np.frombuffer(b, dtype="<u2").tolist()
     if not sa or not sb:
         return 0.0
-    limit = min(sa[-1] if len(sa) >= ANCHOR_SKETCH else 1 << 16, sb[-1] if len(sb) >= ANCHOR_SKETCH else 1 << 16)
+    limit = min(
+        sa[-1] if len(sa) >= ANCHOR_SKETCH else 1 << 16, sb[-1] if len(sb) >= ANCHOR_SKETCH else 1 << 16
+    )
     ka, kb = {x for x in sa if x <= limit}, {x for x in sb if x <= limit}
     union = ka | kb
     return len(ka & kb) / len(union) if union else 0.0
@@ -114,7 +156,10 @@ def paragraph_diff(old: Signature, new: Signature, bits: int) -> tuple[list[int]
         if i not in used_new and j not in used_old:
             used_new.add(i)
             used_old.add(j)
-    return ([i for i in range(len(pn)) if i not in used_new], [j for j in range(len(po)) if j not in used_old])
+    return (
+        [i for i in range(len(pn)) if i not in used_new],
+        [j for j in range(len(po)) if j not in used_old],
+    )
 
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -135,7 +180,15 @@ def features(a: Signature, b: Signature) -> dict[str, float]:
         "anchors": _bottom_k_jaccard(a.anchors, b.anchors),
         "lede": lede,
         "title": _jaccard_sets(a.title, b.title),
+        "numbers": _jaccard_sets(a.numbers, b.numbers),
+        "numbered": float(min(len(a.numbers), len(b.numbers)) // 2),
     }
+
+
+def terms(f: dict[str, float]) -> list[float]:
+    """The values of :data:`TERMS` for a pair's features."""
+    b, c, a, lede, t = f["body"], f["containment"], f["anchors"], f["lede"], f["title"]
+    return [1.0, b, c, a, lede, t, b * a, c * a, lede * t, b**0.5, a**0.5]
 
 
 def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
@@ -149,20 +202,23 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
     hours = None
     if older.published_minute and newer.published_minute:
         hours = abs(older.published_minute - newer.published_minute) / 60.0
-    score = f["body"] + 0.25 * f["anchors"] + 0.1 * f["lede"]
+    score = sum(w * x for w, x in zip(t.weights, terms(f), strict=True))
     if older.digest == newer.digest:
-        return Verdict(True, "duplicate", 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, hours)
+        return Verdict(True, "duplicate", 100.0, 1.0, 1.0, 1.0, 1.0, 1.0, hours)
     in_window = hours is None or hours <= t.window_hours
     flash_pair = _is_flash(older, t) != _is_flash(newer, t)
     same = in_window and (
-        f["body"] >= t.body_alone
-        or (f["body"] >= t.body_with_anchors and f["anchors"] >= t.anchors_with_body)
-        or (f["containment"] >= t.containment_with_anchors and f["anchors"] >= t.anchors_with_containment)
+        (
+            score >= t.same_story
+            and (f["anchors"] >= t.anchors_floor or f["body"] >= t.body_alone)
+            and not (f["numbered"] >= t.numbers_needed and f["numbers"] < t.numbers_floor)
+        )
         or (flash_pair and f["lede"] >= t.lede_flash and f["title"] >= t.title_flash)
     )
     if not same:
-        return Verdict(False, "different", score, f["body"], f["containment"], f["anchors"], f["lede"],
-                       f["title"], hours)
+        return Verdict(
+            False, "different", score, f["body"], f["containment"], f["anchors"], f["lede"], f["title"], hours
+        )
     added, removed = paragraph_diff(older, newer, t.paragraph_bits)
     label = "near_duplicate"
     if older.source_hash == newer.source_hash:
@@ -170,11 +226,22 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
         words_old = sum(older.paragraph_words) or 1
         added_share = sum(newer.paragraph_words[i] for i in added) / words_new
         removed_share = sum(older.paragraph_words[j] for j in removed) / words_old
-        replaced_title = f["body"] >= t.body_alone and f["title"] < t.title_replaced
+        replaced_title = f["body"] >= t.body_replaced and f["title"] < t.title_replaced
         if flash_pair or replaced_title or max(added_share, removed_share) >= t.update_share:
             label = "update"
-    return Verdict(True, label, score, f["body"], f["containment"], f["anchors"], f["lede"], f["title"],
-                   hours, tuple(added), tuple(removed))
+    return Verdict(
+        True,
+        label,
+        score,
+        f["body"],
+        f["containment"],
+        f["anchors"],
+        f["lede"],
+        f["title"],
+        hours,
+        tuple(added),
+        tuple(removed),
+    )
 
 
 def _is_flash(sig: Signature, t: Thresholds) -> bool:

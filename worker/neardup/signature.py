@@ -10,6 +10,7 @@ A signature holds, in about 200 to 300 bytes:
   not one of the 500 commonest news words: names, places, organisations): what tells two stories
   written from one template apart (royal cables to different heads of state, daily market reports);
 * per paragraph a 32-bit SimHash and a word count: which paragraphs were added or removed;
+* the story's first numbers: two daily market or weather reports share their wording, not these;
 * the publication minute, a hash of the source and a digest of the match form.
 
 Everything is computed from the *match form* (see :mod:`worker.stages.normalize`), so diacritic,
@@ -40,21 +41,22 @@ SHINGLE = 3  # words per body shingle
 MAX_TITLE_WORDS = 16
 ANCHOR_SKETCH = 24  # bottom-k size of the anchor sketch
 MAX_PARAGRAPHS = 40
+MAX_NUMBERS = 12  # the story's first distinct numbers: a daily market report differs in these
 SHARD_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 _U64 = np.uint64
 _rng = np.random.default_rng(0x616B68626172)  # fixed: signatures must be identical everywhere
-_BODY_A = (_rng.integers(1, 2**63, BODY_HASHES, dtype=np.uint64) * _U64(2) + _U64(1))
+_BODY_A = _rng.integers(1, 2**63, BODY_HASHES, dtype=np.uint64) * _U64(2) + _U64(1)
 _BODY_B = _rng.integers(0, 2**63, BODY_HASHES, dtype=np.uint64)
-_LEDE_A = (_rng.integers(1, 2**63, LEDE_HASHES, dtype=np.uint64) * _U64(2) + _U64(1))
+_LEDE_A = _rng.integers(1, 2**63, LEDE_HASHES, dtype=np.uint64) * _U64(2) + _U64(1)
 _LEDE_B = _rng.integers(0, 2**63, LEDE_HASHES, dtype=np.uint64)
 _SHINGLE_MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
-_BITS32 = (np.uint64(1) << np.arange(32, dtype=np.uint64))
+_BITS32 = np.uint64(1) << np.arange(32, dtype=np.uint64)
 
 # Words that open a dateline or close an agency tag rather than say anything.
 _IGNORED_TITLE_WORDS = frozenset({"عاجل", "بالصور", "بالفيديو", "فيديو", "محدث", "رسميا", "شاهد"})
 
-_HEADER = struct.Struct("<BBIH6sHHBBBB")
+_HEADER = struct.Struct("<BBIH6sHHBBBBB")
 
 
 @lru_cache(maxsize=1)
@@ -98,7 +100,7 @@ def _shingle_hashes(hashes: np.ndarray, k: int) -> np.ndarray:
         return hashes if len(hashes) else np.zeros(1, dtype=np.uint64)
     acc = hashes[: len(hashes) - k + 1] * _SHINGLE_MUL[0]
     for j in range(1, k):
-        acc = acc ^ (hashes[j: len(hashes) - k + 1 + j] * _SHINGLE_MUL[j])
+        acc = acc ^ (hashes[j : len(hashes) - k + 1 + j] * _SHINGLE_MUL[j])
     return np.unique(acc)
 
 
@@ -140,28 +142,52 @@ class Signature:
     anchors: bytes  # bottom-k uint16 hashes of anchor words, ascending
     paragraphs: bytes  # uint32 SimHash per paragraph
     paragraph_words: bytes  # uint8 word count per paragraph (capped at 255)
+    numbers: bytes = b""  # sorted uint16 hashes of the first distinct numbers of the story
 
     def to_bytes(self) -> bytes:
         """The storage form: a fixed header, then the vectors."""
-        head = _HEADER.pack(FORMAT_VERSION, 0, self.published_minute, self.source_hash, self.digest,
-                            min(self.n_words, 0xFFFF), min(self.n_shingles, 0xFFFF), len(self.body) // 2,
-                            len(self.lede) // 2, len(self.title) // 2, len(self.anchors) // 2)
-        return b"".join((head, bytes([len(self.paragraph_words)]), self.body, self.lede, self.title,
-                         self.anchors, self.paragraphs, self.paragraph_words))
+        head = _HEADER.pack(
+            FORMAT_VERSION,
+            0,
+            self.published_minute,
+            self.source_hash,
+            self.digest,
+            min(self.n_words, 0xFFFF),
+            min(self.n_shingles, 0xFFFF),
+            len(self.body) // 2,
+            len(self.lede) // 2,
+            len(self.title) // 2,
+            len(self.anchors) // 2,
+            len(self.numbers) // 2,
+        )
+        return b"".join(
+            (
+                head,
+                bytes([len(self.paragraph_words)]),
+                self.body,
+                self.lede,
+                self.title,
+                self.anchors,
+                self.paragraphs,
+                self.paragraph_words,
+                self.numbers,
+            )
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Signature:
         """Inverse of :meth:`to_bytes`."""
-        (version, _flags, minute, source_hash, digest, n_words, n_shingles, nb, nl, nt,
-         na) = _HEADER.unpack_from(data)
+        (version, _flags, minute, source_hash, digest, n_words, n_shingles, nb, nl, nt, na, nn) = (
+            _HEADER.unpack_from(data)
+        )
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown signature format {version}")
         pos = _HEADER.size
         npar = data[pos]
         pos += 1
         parts = []
-        for size in (2 * nb, 2 * nl, 2 * nt, 2 * na, 4 * npar, npar):
-            parts.append(bytes(data[pos:pos + size]))
+        for size in (2 * nb, 2 * nl, 2 * nt, 2 * na, 4 * npar, npar, 2 * nn):
+            parts.append(bytes(data[pos : pos + size]))
             pos += size
         return cls(minute, source_hash, digest, n_words, n_shingles, *parts)
 
@@ -177,18 +203,24 @@ class Signature:
         keys = []
         body = self.body
         for band in range(bands):
-            chunk = body[2 * band * rows: 2 * (band + 1) * rows]
+            chunk = body[2 * band * rows : 2 * (band + 1) * rows]
             keys.append(xxhash.xxh32_intdigest(chunk, seed=band))
         lede = self.lede
         for band in range(lede_bands):
-            chunk = lede[4 * band: 4 * band + 4]
+            chunk = lede[4 * band : 4 * band + 4]
             if chunk:
                 keys.append(xxhash.xxh32_intdigest(chunk, seed=1000 + band))
         return keys
 
 
-def signature(*, match_title: str, match_body: str, paragraphs_match: list[str] | None = None,
-              published_at: datetime | None, source: str) -> Signature:
+def signature(
+    *,
+    match_title: str,
+    match_body: str,
+    paragraphs_match: list[str] | None = None,
+    published_at: datetime | None,
+    source: str,
+) -> Signature:
     """The signature of one story from its match forms (see :func:`worker.stages.normalize.normalize`).
 
     ``paragraphs_match`` defaults to the lines of ``match_body`` (the normalize stage joins the match
@@ -211,20 +243,33 @@ def signature(*, match_title: str, match_body: str, paragraphs_match: list[str] 
     title = sorted({_token_hash(w) & 0xFFFF for w in title_words})[:MAX_TITLE_WORDS]
 
     common = common_words()
-    anchor_words = {w for w in title_words + tokens
-                    if w not in common and (len(w) >= 3 or any(c.isdigit() for c in w))}
+    anchor_words = {
+        w for w in title_words + tokens if w not in common and (len(w) >= 3 or any(c.isdigit() for c in w))
+    }
     anchors = sorted({(_token_hash(w) >> 20) & 0xFFFF for w in anchor_words})[:ANCHOR_SKETCH]
+    first_numbers: dict[str, None] = {}
+    for w in title_words + tokens:
+        if w.isdigit() and len(w) >= 2 and len(first_numbers) < MAX_NUMBERS:
+            first_numbers[w] = None
+    numbers = sorted({(_token_hash(w) >> 36) & 0xFFFF for w in first_numbers})
 
+    # One SimHash per paragraph, all paragraphs at once: a word's 32 bits vote +1/-1, summed per
+    # paragraph with reduceat (a numpy call per paragraph would cost more than the whole signature).
+    para_tokens = [words(text) for text in paragraphs_match[:MAX_PARAGRAPHS]]
+    para_tokens = [p for p in para_tokens if p]
+    para_words = [min(len(p), 255) for p in para_tokens]
     para_hashes: list[int] = []
-    para_words: list[int] = []
-    for text in paragraphs_match[:MAX_PARAGRAPHS]:
-        ptoks = words(text)
-        if not ptoks:
-            continue
-        ph = np.fromiter((_token_hash(w) for w in ptoks), dtype=np.uint64, count=len(ptoks))
-        bits = ((ph[:, None] & _BITS32[None, :]) != 0).sum(axis=0) * 2 > len(ptoks)
-        para_hashes.append(int((bits.astype(np.uint64) * _BITS32).sum()))
-        para_words.append(min(len(ptoks), 255))
+    if para_tokens:
+        total = sum(len(p) for p in para_tokens)
+        if total == len(tokens):
+            ph = hashes  # the paragraphs are the body's lines: their words are hashed already
+        else:
+            flat = [w for p in para_tokens for w in p]
+            ph = np.fromiter((_token_hash(w) for w in flat), dtype=np.uint64, count=len(flat))
+        votes = ((ph[:, None] & _BITS32[None, :]) != 0).astype(np.int32)
+        starts = np.cumsum([0] + [len(p) for p in para_tokens[:-1]])
+        sums = np.add.reduceat(votes, starts, axis=0) * 2 > np.array([len(p) for p in para_tokens])[:, None]
+        para_hashes = (sums.astype(np.uint64) * _BITS32[None, :]).sum(axis=1).tolist()
 
     digest = xxhash.xxh3_64_digest(match_title.encode("utf-8") + b"\x1f" + match_body.encode("utf-8"))[:6]
     return Signature(
@@ -239,4 +284,5 @@ def signature(*, match_title: str, match_body: str, paragraphs_match: list[str] 
         anchors=np.array(anchors, dtype="<u2").tobytes(),
         paragraphs=np.array(para_hashes, dtype="<u4").tobytes(),
         paragraph_words=bytes(para_words),
+        numbers=np.array(numbers, dtype="<u2").tobytes(),
     )

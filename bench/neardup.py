@@ -1,0 +1,480 @@
+"""Near-duplicate benchmark: accuracy, throughput against datasketch's MinHashLSH on Redis, memory.
+
+    uv run python -m bench.neardup [--quick] [--redis redis://127.0.0.1:6379/0]
+
+Data: :mod:`bench.corpus_variants` builds labelled deliveries at run time from the corpus: all
+articles of the tuning days (2015-07-22/23, where the thresholds were fitted) and of held-out days
+(2015-07-26/27 and 08-03), with generated variants of every class and the natural cross-outlet
+reprints. Each split runs through a fresh index in arrival order, as the persist stage would: an
+exact match on the content hash is a ``duplicate``; otherwise the index's atomic lookup-and-add
+returns candidates, :func:`worker.neardup.compare` judges each, the best match gives the label and
+every match joins the story (groups are connected components).
+
+Reported per split: pairwise precision, recall and F1 of "same story" over all pairs of deliveries
+(pairs the ground truth leaves ambiguous are not counted), and the accuracy of the four labels.
+Then, on the held-out days, datasketch's MinHashLSH (128 permutations, the same word 3-grams, its
+threshold chosen on the tuning days, Redis storage) on the same deliveries: F1 and the dedup-stage
+throughput ratio (both sides timed from match form to decision, normalization excluded). Finally
+100,000 stories are indexed (corpus sentences recombined into distinct stories in one window) to
+report the median dedup cost per story at that size and Redis bytes per indexed story (MEMORY USAGE
+summed over the index's keys). Every key is written under a private prefix deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import redis
+
+from bench import corpus_variants as cv
+from worker.neardup import DEFAULT_THRESHOLDS, Thresholds, compare, features, signature
+from worker.neardup.compare import TERMS, terms
+from worker.neardup.index import NearDupIndex
+from worker.stages.normalize import normalize
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Prepared:
+    """A labelled delivery with its match forms, computed before any timing."""
+
+    item: cv.LabelledDelivery
+    match_title: str
+    match_body: str
+    paragraphs: list[str]
+    content_hash: str
+
+
+def prepare(items: Sequence[cv.LabelledDelivery]) -> list[Prepared]:
+    out = []
+    for d in items:
+        n = normalize(title=d.title, body=d.body)
+        out.append(Prepared(d, n.match_title, n.match_body, n.match_body.split("\n"), n.content_hash))
+    return out
+
+
+class UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class RunResult:
+    labels: dict[str, str]  # delivery id -> predicted label
+    clusters: UnionFind
+    seconds: float  # dedup-stage time, all deliveries
+    per_story: list[float]
+
+
+def run_ours(
+    prepared: Sequence[Prepared], index: NearDupIndex, thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> RunResult:
+    """The dedup stage as the persist stage runs it, delivery by delivery."""
+    index.ensure()
+    seen_hash: dict[str, str] = {}
+    uf = UnionFind()
+    labels: dict[str, str] = {}
+    per_story = []
+    total = 0.0
+    for p in prepared:
+        d = p.item
+        t0 = time.perf_counter()
+        uf.find(d.delivery_id)
+        holder = seen_hash.get(p.content_hash)
+        if holder is not None:
+            labels[d.delivery_id] = "duplicate"
+            uf.union(holder, d.delivery_id)
+        else:
+            seen_hash[p.content_hash] = d.delivery_id
+            sig = signature(
+                match_title=p.match_title,
+                match_body=p.match_body,
+                paragraphs_match=p.paragraphs,
+                published_at=d.published_at,
+                source=d.source,
+            )
+            found = index.lookup_and_add(d.delivery_id, sig)
+            best = None
+            for cand in found.candidates:
+                verdict = compare(cand.signature, sig, thresholds)
+                if verdict.same_story:
+                    uf.union(cand.ref, d.delivery_id)
+                    if best is None or verdict.score > best.score:
+                        best = verdict
+            labels[d.delivery_id] = "new" if best is None else best.label
+        dt = time.perf_counter() - t0
+        per_story.append(dt)
+        total += dt
+    return RunResult(labels, uf, total, per_story)
+
+
+def shingles_3(match_body: str) -> set[bytes]:
+    words = [w for w in match_body.split() if w.isalnum()]
+    if len(words) < 3:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i : i + 3]).encode() for i in range(len(words) - 2)}
+
+
+def run_datasketch(
+    prepared: Sequence[Prepared], threshold: float, storage: dict[str, Any] | None
+) -> RunResult:
+    """The obvious alternative: datasketch MinHash + MinHashLSH, every LSH hit is the same story."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = (
+        MinHashLSH(threshold=threshold, num_perm=128, storage_config=storage)
+        if storage
+        else MinHashLSH(threshold=threshold, num_perm=128)
+    )
+    seen_hash: dict[str, str] = {}
+    uf = UnionFind()
+    labels: dict[str, str] = {}
+    per_story = []
+    total = 0.0
+    for p in prepared:
+        d = p.item
+        t0 = time.perf_counter()
+        uf.find(d.delivery_id)
+        holder = seen_hash.get(p.content_hash)
+        if holder is not None:
+            labels[d.delivery_id] = "duplicate"
+            uf.union(holder, d.delivery_id)
+        else:
+            seen_hash[p.content_hash] = d.delivery_id
+            m = MinHash(num_perm=128)
+            m.update_batch(list(shingles_3(p.match_body)))
+            hits = lsh.query(m)
+            lsh.insert(d.delivery_id, m)
+            for h in hits:
+                uf.union(h, d.delivery_id)
+            labels[d.delivery_id] = "near_duplicate" if hits else "new"
+        dt = time.perf_counter() - t0
+        per_story.append(dt)
+        total += dt
+    return RunResult(labels, uf, total, per_story)
+
+
+@dataclass
+class Scores:
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    ambiguous_joined: int
+    ambiguous_total: int
+    label_accuracy: float
+    labelled: int
+    confusion: Counter[tuple[str, str]]
+
+
+def score(prepared: Sequence[Prepared], result: RunResult) -> Scores:
+    """Pairwise same-story scores over all pairs of deliveries, and label accuracy."""
+    items = [p.item for p in prepared]
+    by_id = {d.delivery_id: d for d in items}
+    clusters: dict[str, list[str]] = defaultdict(list)
+    for d in items:
+        clusters[result.clusters.find(d.delivery_id)].append(d.delivery_id)
+    tp = fp = amb_joined = 0
+    for members in clusters.values():
+        for i in range(len(members)):
+            a = by_id[members[i]]
+            for j in range(i + 1, len(members)):
+                truth = a.same_story(by_id[members[j]])
+                if truth is None:
+                    amb_joined += 1
+                elif truth:
+                    tp += 1
+                else:
+                    fp += 1
+    # All truly same-story pairs: same root, or roots labelled the same story.
+    per_root = Counter(d.root for d in items)
+    positives = sum(n * (n - 1) // 2 for n in per_root.values())
+    ambiguous_total = 0
+    done: set[tuple[str, str]] = set()
+    for d in items:
+        if not d.natural or d.edit not in ("original", "flash", "grown"):
+            continue
+        for other in d.same_roots | d.ambiguous_roots:
+            if other in per_root and (other, d.root) not in done:
+                done.add((d.root, other))
+                if other in d.same_roots:
+                    positives += per_root[d.root] * per_root[other]
+                else:
+                    ambiguous_total += per_root[d.root] * per_root[other]
+    fn = positives - tp
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / positives if positives else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    confusion: Counter[tuple[str, str]] = Counter()
+    labelled = correct = 0
+    for d in items:
+        if d.label is None:
+            continue
+        got = result.labels[d.delivery_id]
+        confusion[(d.label, got)] += 1
+        labelled += 1
+        correct += got == d.label
+    return Scores(
+        precision,
+        recall,
+        f1,
+        tp,
+        fp,
+        fn,
+        amb_joined,
+        ambiguous_total,
+        correct / labelled if labelled else 1.0,
+        labelled,
+        confusion,
+    )
+
+
+def fit_thresholds(prepared: Sequence[Prepared]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """Refit the same-story logistic regression on all plausible pairs of the tuning split."""
+    sigs = [
+        signature(
+            match_title=p.match_title,
+            match_body=p.match_body,
+            paragraphs_match=p.paragraphs,
+            published_at=p.item.published_at,
+            source=p.item.source,
+        )
+        for p in prepared
+    ]
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, s in enumerate(sigs):
+        for j, v in enumerate(s.body_array().tolist()):
+            buckets[(j, v)].append(i)
+    pairs: set[tuple[int, int]] = set()
+    for members in buckets.values():
+        if len(members) <= 300:
+            pairs.update(
+                (members[x], members[y]) for x in range(len(members)) for y in range(x + 1, len(members))
+            )
+    xs, ys = [], []
+    for a, b in pairs:
+        truth = prepared[a].item.same_story(prepared[b].item)
+        hours = abs(sigs[a].published_minute - sigs[b].published_minute) / 60
+        if truth is None or hours > DEFAULT_THRESHOLDS.window_hours:
+            continue
+        xs.append(terms(features(sigs[a], sigs[b])))
+        ys.append(1.0 if truth else 0.0)
+    x, y = np.array(xs), np.array(ys)
+    w = np.zeros(x.shape[1])
+    for _ in range(50):  # Newton's method with a small ridge term
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + 1e-3 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    curve = []
+    scores = x @ w
+    for cut in (-1.0, 0.0, 1.0, 2.0):
+        pred = scores >= cut
+        tp = float((pred & (y == 1)).sum())
+        fp = float((pred & (y == 0)).sum())
+        curve.append((cut, tp / max(tp + fp, 1), tp / max(float(y.sum()), 1)))
+    return w, curve
+
+
+def filler_stories(prepared: Sequence[Prepared], n: int, seed: int) -> list[tuple[str, str, list[str]]]:
+    """``n`` distinct stories made of corpus sentences recombined: (title, body, paragraphs) in match form."""
+    rnd = random.Random(seed)
+    sentences = [
+        s for p in prepared for para in p.paragraphs for s in para.split(" . ") if len(s.split()) >= 6
+    ]
+    titles = [p.match_title for p in prepared if p.match_title]
+    out = []
+    for _ in range(n):
+        paras = [" . ".join(rnd.sample(sentences, rnd.randint(1, 3))) for _ in range(rnd.randint(2, 7))]
+        out.append((rnd.choice(titles), "\n".join(paras), paras))
+    return out
+
+
+def redis_bytes(client: redis.Redis, keys: Sequence[bytes]) -> int:
+    total = 0
+    pipe = client.pipeline(transaction=False)
+    for i, key in enumerate(keys):
+        pipe.memory_usage(key, samples=0)
+        if i % 1000 == 999:
+            total += sum(x or 0 for x in pipe.execute())
+    total += sum(x or 0 for x in pipe.execute())
+    return total
+
+
+def print_scores(name: str, s: Scores, seconds: float, n: int) -> None:
+    print(
+        f"  {name:<28} P={s.precision:.4f} R={s.recall:.4f} F1={s.f1:.4f} (tp={s.tp} fp={s.fp} fn={s.fn}; "
+        f"{s.ambiguous_joined}/{s.ambiguous_total} ambiguous pairs joined)  "
+        f"labels={s.label_accuracy:.4f} of {s.labelled}  {n / seconds:,.0f} stories/s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="near-duplicate benchmark")
+    parser.add_argument("--redis", default=os.environ.get("AKHBAR_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--quick", action="store_true", help="one held-out day and 20,000 indexed stories")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--indexed", type=int, default=100_000)
+    args = parser.parse_args(argv)
+
+    client = redis.Redis.from_url(args.redis)
+    prefix = f"akhbar-bench-{os.getpid()}"
+    test_days = cv.TEST_DAYS[:1] if args.quick else cv.TEST_DAYS
+    indexed = 20_000 if args.quick else args.indexed
+    try:
+        log("loading the corpus and generating the labelled sets ...")
+        corpus = cv.load_corpus()
+        sets = {}
+        for name, days in (("tune", cv.TUNE_DAYS), ("test", test_days)):
+            stats: dict[str, Any] = {}
+            items = cv.generate(seed=args.seed, days=days, corpus=corpus, stats=stats)
+            sets[name] = prepare(items)
+            edits = Counter(d.edit for d in items)
+            labels = Counter(d.label for d in items)
+            print(
+                f"{name}: days {', '.join(days)}: {stats['articles']} articles, {len(items)} deliveries; "
+                f"natural same-story pairs {stats['natural_positive_pairs']}, ambiguous "
+                f"{stats['natural_ambiguous_pairs']}"
+            )
+            print(f"  edits: {dict(edits.most_common())}")
+            print(f"  labels: {dict(labels.most_common())}")
+
+        log("refitting the same-story model on the tuning split ...")
+        weights, curve = fit_thresholds(sets["tune"])
+        print(
+            "\nsame-story model refitted on the tuning split"
+            " (committed defaults in worker/neardup/compare.py):"
+        )
+        for term, fitted, committed in zip(TERMS, weights, DEFAULT_THRESHOLDS.weights, strict=True):
+            print(f"  {term:<22} fitted {fitted:9.3f}   committed {committed:9.3f}")
+        for cut, p, r in curve:
+            print(
+                f"  cut {cut:+.1f}: pair precision {p:.4f} recall {r:.4f} (candidate pairs, before grouping)"
+            )
+
+        print("\nakhbar near-duplicate stage (committed thresholds, fresh Redis index per split):")
+        ours: dict[str, tuple[RunResult, Scores]] = {}
+        for name, prepared in sets.items():
+            log(f"running akhbar on {name} ...")
+            index = NearDupIndex(client, f"{prefix}-{name}", expected_stories=len(prepared))
+            res = run_ours(prepared, index)
+            sc = score(prepared, res)
+            ours[name] = (res, sc)
+            print_scores(f"{name}", sc, res.seconds, len(prepared))
+            index.drop()
+        conf = ours["test"][1].confusion
+        print("  held-out label confusion (truth -> predicted: count):")
+        for (truth, got), n in sorted(conf.items()):
+            print(f"    {truth:>15} -> {got:<15} {n}")
+
+        log("choosing the datasketch threshold on the tuning split (in-memory storage) ...")
+        best_t, best_f1 = 0.5, -1.0
+        for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            sc = score(sets["tune"], run_datasketch(sets["tune"], t, None))
+            log(f"  datasketch threshold {t}: tune F1 {sc.f1:.4f} P {sc.precision:.4f} R {sc.recall:.4f}")
+            if sc.f1 > best_f1:
+                best_t, best_f1 = t, sc.f1
+        log(f"running datasketch MinHashLSH(threshold={best_t}) with Redis storage on the held-out split ...")
+        url = client.connection_pool.connection_kwargs
+        storage = {
+            "type": "redis",
+            "basename": f"{prefix}-ds".encode(),
+            "redis": {
+                "host": url.get("host", "127.0.0.1"),
+                "port": url.get("port", 6379),
+                "db": url.get("db", 0),
+            },
+        }
+        test = sets["test"]
+        ds = run_datasketch(test, best_t, storage)
+        ds_scores = score(test, ds)
+        ds_keys = list(client.scan_iter(match=f"{prefix}-ds*", count=2000))
+        ds_bytes = redis_bytes(client, ds_keys)
+        ds_stories = sum(1 for label in ds.labels.values() if label != "duplicate")
+        our_res, our_scores = ours["test"]
+        print(f"\nheld-out days, side by side (datasketch threshold {best_t} chosen on the tuning split):")
+        print_scores("akhbar", our_scores, our_res.seconds, len(test))
+        print_scores("datasketch MinHashLSH+Redis", ds_scores, ds.seconds, len(test))
+        print(
+            f"  dedup-stage throughput ratio: {ds.seconds / our_res.seconds:.1f}x "
+            f"(median per story {statistics.median(our_res.per_story) * 1e3:.3f} ms vs "
+            f"{statistics.median(ds.per_story) * 1e3:.3f} ms)"
+        )
+        print(f"  datasketch Redis bytes per indexed story: {ds_bytes / max(ds_stories, 1):,.0f}")
+        for key_batch in range(0, len(ds_keys), 1000):
+            client.unlink(*ds_keys[key_batch : key_batch + 1000])
+
+        log(f"indexing {indexed:,} stories ...")
+        index = NearDupIndex(client, f"{prefix}-load", expected_stories=indexed + len(test))
+        fillers = filler_stories(test, indexed, args.seed)
+        base_time = min(p.item.published_at for p in test)
+        rnd = random.Random(args.seed)
+
+        def filler_items() -> Any:
+            for i, (title, body, paras) in enumerate(fillers):
+                at = base_time + timedelta(minutes=rnd.randint(0, 3 * 24 * 60))
+                yield (
+                    f"filler-{i}",
+                    signature(
+                        match_title=title,
+                        match_body=body,
+                        paragraphs_match=paras,
+                        published_at=at,
+                        source="filler",
+                    ),
+                )
+
+        t0 = time.perf_counter()
+        n = index.rebuild(filler_items())
+        log(f"  {n:,} stories indexed in {time.perf_counter() - t0:.1f} s")
+        keys = index.redis_keys()
+        used = redis_bytes(client, keys)
+        print(
+            f"\n{n:,} stories indexed: Redis {used / n:,.0f} bytes per indexed story "
+            f"(MEMORY USAGE over {len(keys):,} keys)"
+        )
+        loaded = run_ours(test, index)
+        print(
+            f"  dedup stage with {n:,} stories indexed: "
+            f"median {statistics.median(loaded.per_story) * 1e3:.3f} ms "
+            f"per story, p95 {np.quantile(loaded.per_story, 0.95) * 1e3:.3f} ms "
+            f"({len(test)} held-out deliveries)"
+        )
+        index.drop()
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=2000):
+            client.unlink(key)
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Grouping of each class on real corpus articles: signature() + compare()."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bench import corpus_variants as cv
+from tests.conftest import read_corpus
+from worker.neardup import Signature, compare, signature
+from worker.stages.normalize import normalize
+
+T0 = datetime(2015, 7, 22, 8, 0, tzinfo=UTC)
+
+
+def sig(title: str | None, body: str, *, source: str = "spa", at: datetime = T0) -> Signature:
+    n = normalize(title=title, body=body)
+    return signature(
+        match_title=n.match_title,
+        match_body=n.match_body,
+        paragraphs_match=n.match_body.split("\n"),
+        published_at=at,
+        source=source,
+    )
+
+
+@pytest.fixture(scope="module")
+def articles() -> list[dict]:
+    """Real SaudiNewsNet articles with at least four paragraphs and a headline."""
+    rows = [r for r in read_corpus(1500) if r["source_dataset"] == "SaudiNewsNet" and r["title"]]
+    rows = [r for r in rows if len(cv._paras(r["body"])) >= 4 and len(r["body"].split()) >= 120]
+    assert len(rows) >= 40
+    return rows[:40]
+
+
+def test_signature_round_trips_and_is_compact(articles: list[dict]) -> None:
+    for row in articles[:10]:
+        s = sig(row["title"], row["body"])
+        data = s.to_bytes()
+        assert Signature.from_bytes(data) == s
+        assert len(data) < 400
+
+
+def test_surface_variants_keep_the_signature(articles: list[dict]) -> None:
+    rnd = random.Random(3)
+    for row in articles[:10]:
+        base = sig(row["title"], row["body"])
+        variant = sig(
+            cv.surface_variant(row["title"], rnd),
+            "\n".join(cv.surface_variant(p, rnd) for p in cv._paras(row["body"])),
+        )
+        assert compare(base, variant).label == "duplicate"
+
+
+@pytest.mark.parametrize("edit", ["typo", "headline_reword", "punctuation", "sentence_drop", "sentence_add"])
+def test_small_edits_from_the_same_source_are_near_duplicates(articles: list[dict], edit: str) -> None:
+    rnd = random.Random(edit)
+    labels = []
+    for row in articles:
+        paras = cv._paras(row["body"])
+        title = row["title"]
+        if edit == "typo":
+            new_paras = cv.typo_edit(paras, rnd, 2)
+        elif edit == "headline_reword":
+            new_paras, title = paras, cv.reword_title(title, rnd)
+        elif edit == "punctuation":
+            new_paras = cv.punctuation_edit(paras, rnd)
+        elif edit == "sentence_drop":
+            new_paras = cv.sentence_drop(paras, rnd) or paras
+        else:
+            new_paras = cv.sentence_add(paras, rnd)
+        verdict = compare(
+            sig(row["title"], row["body"]), sig(title, "\n".join(new_paras), at=T0 + timedelta(hours=1))
+        )
+        labels.append(verdict.label)
+    # Some punctuation edits (the Arabic comma, spacing) leave the match form as it was: a duplicate.
+    expected = ("near_duplicate", "duplicate") if edit == "punctuation" else ("near_duplicate",)
+    # Dropping one sentence of a two-sentence paragraph can make it a different paragraph, and so an
+    # update: the benchmark measures how often (near_duplicate -> update in its confusion table).
+    share = 0.8 if edit == "sentence_drop" else 0.95
+    assert sum(label in expected for label in labels) >= share * len(labels), labels
+
+
+def test_reprint_by_another_outlet_is_a_near_duplicate(articles: list[dict]) -> None:
+    rnd = random.Random(7)
+    labels = []
+    for row in articles:
+        paras = cv.dateline_edit(cv.typo_edit(cv._paras(row["body"]), rnd, 1), rnd)
+        verdict = compare(
+            sig(row["title"], row["body"], source="spa"),
+            sig(
+                cv.reword_title(row["title"], rnd),
+                "\n".join(paras[:-1]),
+                source="okaz",
+                at=T0 + timedelta(hours=3),
+            ),
+        )
+        labels.append(verdict.label)
+    assert labels.count("near_duplicate") >= 0.95 * len(labels), labels
+
+
+def test_paragraphs_added_is_an_update_and_names_them(articles: list[dict]) -> None:
+    labels = []
+    for row in articles:
+        paras = cv._paras(row["body"])
+        cut = len(paras) // 2
+        first = sig(row["title"], "\n".join(paras[:cut]))
+        full = sig(row["title"], "\n".join(paras), at=T0 + timedelta(hours=2))
+        verdict = compare(first, full)
+        labels.append(verdict.label)
+        if verdict.label == "update":
+            assert set(verdict.paragraphs_added) >= set(range(cut + 1, len(paras))) - {cut}
+            assert verdict.paragraphs_removed == ()
+    assert labels.count("update") >= 0.9 * len(labels), labels
+
+
+def test_flash_then_full_story_is_an_update(articles: list[dict]) -> None:
+    labels = []
+    for row in articles:
+        lede = " ".join(cv._sentences(cv._paras(row["body"])[0])[0].split()[:24])
+        flash = sig(f"عاجل: {row['title']}", lede, at=T0 - timedelta(minutes=20))
+        labels.append(compare(flash, sig(row["title"], row["body"])).label)
+    assert labels.count("update") >= 0.9 * len(labels), labels
+
+
+def test_unrelated_stories_are_different() -> None:
+    """AlKhaleej articles of seven sections, all given one publication time: no two are one story."""
+    rows = [r for r in read_corpus() if r["source_dataset"] == "SANAD-AlKhaleej"][::20]
+    assert len(rows) >= 100
+    sigs = [sig(r["title"], r["body"]) for r in rows]
+    same = [
+        (i, j)
+        for i in range(len(sigs))
+        for j in range(i + 1, len(sigs))
+        if compare(sigs[i], sigs[j]).same_story
+    ]
+    assert same == []
+
+
+def test_a_template_story_reprinted_is_the_same_story() -> None:
+    """A royal cable reprinted by another paper with small cuts is one story."""
+    template = (
+        "بعث خادم الحرمين الشريفين الملك سلمان بن عبدالعزيز آل سعود برقية تهنئة لفخامة الرئيس {name} "
+        "رئيس {country} بمناسبة ذكرى {day} لبلاده.\n"
+        "وأعرب الملك المفدى باسمه واسم شعب وحكومة المملكة العربية السعودية عن أصدق التهاني وأطيب "
+        "التمنيات بالصحة والسعادة لفخامته، ولحكومة وشعب {country} الشقيق اطراد التقدم والازدهار."
+    )
+    text = template.format(name="الباجي قايد السبسي", country="الجمهورية التونسية", day="إعلان الجمهورية")
+    a = sig("القيادة تهنئ الرئيس التونسي", text)
+    c = sig(
+        "المملكة تهنئ الرئيس التونسي",
+        text.replace("آل سعود ", "").replace("لفخامة الرئيس", "للرئيس"),
+        source="okaz",
+        at=T0 + timedelta(hours=5),
+    )
+    verdict = compare(a, c)
+    assert verdict.same_story and verdict.label == "near_duplicate"
+
+
+def test_stories_outside_the_window_are_different(articles: list[dict]) -> None:
+    row = articles[0]
+    assert not compare(
+        sig(row["title"], row["body"]), sig(row["title"], row["body"] + "\nإضافة.", at=T0 + timedelta(days=8))
+    ).same_story
+
+
+def test_same_story_decision_is_symmetric(articles: list[dict]) -> None:
+    rnd = random.Random(11)
+    for row in articles[:20]:
+        a = sig(row["title"], row["body"])
+        b = sig(
+            cv.reword_title(row["title"], rnd),
+            "\n".join(cv.typo_edit(cv._paras(row["body"]), rnd, 3)),
+            source="x",
+            at=T0 + timedelta(hours=1),
+        )
+        assert compare(a, b).same_story == compare(b, a).same_story

@@ -1,0 +1,338 @@
+"""The near-duplicate index shared by every worker, in Redis: LSH band buckets and signatures.
+
+Layout (every key under ``{prefix}:nd:``, so one prefix holds one index):
+
+* ``meta`` (hash): ``generation``, a random token set when the index is (re)built. Its absence
+  means Redis lost the index (restart without persistence, FLUSHDB, eviction): every call then
+  raises :class:`IndexLost` until :meth:`NearDupIndex.rebuild` has reloaded it from the database,
+  so that no worker silently matches against an empty index.
+* ``b:{epoch}:{shard}`` (hash): band key (4 bytes) -> packed 4-byte sequence numbers of the stories
+  in that bucket. Buckets are spread over ``2**shard_bits`` small hashes per epoch so that each
+  stays in Redis' compact listpack encoding (about 13 bytes per entry instead of about 70 for a
+  key or a hashtable entry): https://redis.io/docs/latest/operate/oss_and_stack/management/optimization/memory-optimization/
+* ``r:{epoch}:{seq // 64}`` (hash): sequence number -> the story's reference and signature.
+* ``seq`` (string): the counter that numbers stories, so buckets hold 4 bytes per story instead
+  of a 36-character delivery id.
+
+Time: stories fall into *epochs* of ``window_days`` by publication time. A story is looked up in
+every epoch that overlaps its time plus or minus the window, and added to its own; each key's TTL is
+set to two windows on every write, so an epoch disappears once no story can reach it any more
+(Redis 7.0 has no per-field expiry). :func:`compare` enforces the exact window.
+
+Atomicity: :meth:`NearDupIndex.lookup_and_add` runs one Lua script, so candidate lookup and insertion
+are one step for Redis: of two workers adding near-identical stories at the same moment, the second
+always finds the first. The database stays the authority (see :mod:`worker.neardup`): the index
+only proposes candidates and is rebuilt from the signatures stored with the deliveries.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.neardup.signature import Signature
+
+_MINUTES_PER_DAY = 24 * 60
+_RECORDS_PER_KEY = 64
+
+# One script does lookup, insertion or both. It builds key names from the prefix it is given: every
+# key of one index shares the prefix, which carries a {hash tag} so that all of them live in one
+# Redis Cluster slot. Returns {-1} when the index is absent (and rebuild mode is off); otherwise
+# {generation, new seq or 0, seq_1, hits_1, record_1, seq_2, ...}.
+_SCRIPT = r"""
+local meta = KEYS[1]
+local mode = ARGV[1]
+local prefix = ARGV[2]
+local lookup_epochs = ARGV[3]
+local own_epoch = ARGV[4]
+local shards = ARGV[5]
+local fields = ARGV[6]
+local record = ARGV[7]
+local ttl = tonumber(ARGV[8])
+local max_candidates = tonumber(ARGV[9])
+
+local generation = redis.call('HGET', meta, 'generation')
+if not generation then
+  if mode ~= 'rebuild' then return {-1} end
+  generation = ''
+end
+
+local shard_list = {}
+for s in string.gmatch(shards, '[^,]+') do shard_list[#shard_list + 1] = s end
+
+local hits = {}
+local order = {}
+if mode == 'lookup' or mode == 'both' then
+  for epoch in string.gmatch(lookup_epochs, '[^,]+') do
+    for i, shard in ipairs(shard_list) do
+      local field = string.sub(fields, 4 * i - 3, 4 * i)
+      local value = redis.call('HGET', prefix .. 'b:' .. epoch .. ':' .. shard, field)
+      if value then
+        for j = 1, #value, 4 do
+          local key = epoch .. ':' .. struct.unpack('>I4', string.sub(value, j, j + 3))
+          if hits[key] then
+            hits[key] = hits[key] + 1
+          else
+            hits[key] = 1
+            order[#order + 1] = key
+          end
+        end
+      end
+    end
+  end
+end
+
+local seq = 0
+if mode ~= 'lookup' then
+  seq = redis.call('INCR', prefix .. 'seq')
+  local packed = struct.pack('>I4', seq)
+  local rkey = prefix .. 'r:' .. own_epoch .. ':' .. math.floor(seq / 64)
+  redis.call('HSET', rkey, seq, record)
+  redis.call('PEXPIRE', rkey, ttl)
+  for i, shard in ipairs(shard_list) do
+    local bkey = prefix .. 'b:' .. own_epoch .. ':' .. shard
+    local field = string.sub(fields, 4 * i - 3, 4 * i)
+    local value = redis.call('HGET', bkey, field)
+    redis.call('HSET', bkey, field, (value or '') .. packed)
+    redis.call('PEXPIRE', bkey, ttl)
+  end
+end
+
+-- Most band hits first; ties by sequence number, so the cut is deterministic.
+table.sort(order, function(a, b)
+  if hits[a] ~= hits[b] then return hits[a] > hits[b] end
+  return a < b
+end)
+local out = {generation, seq}
+for i = 1, math.min(#order, max_candidates) do
+  local key = order[i]
+  local sep = string.find(key, ':')
+  local epoch = string.sub(key, 1, sep - 1)
+  local cand = tonumber(string.sub(key, sep + 1))
+  local rec = redis.call('HGET', prefix .. 'r:' .. epoch .. ':' .. math.floor(cand / 64), cand)
+  if rec then
+    out[#out + 1] = cand
+    out[#out + 1] = hits[key]
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+
+class IndexLost(RuntimeError):
+    """The index is not in Redis: it must be rebuilt from the database before use."""
+
+
+class RebuildInProgress(RuntimeError):
+    """Another process holds the rebuild lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A story the index proposes for a signature."""
+
+    ref: str
+    signature: Signature
+    band_hits: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What :meth:`NearDupIndex.lookup_and_add` found, and the index generation it worked on."""
+
+    candidates: list[Candidate]
+    generation: str
+    seq: int
+
+
+def encode_ref(ref: str) -> bytes:
+    """A story reference in few bytes: a UUID as 16 bytes, anything else as UTF-8."""
+    try:
+        if len(ref) == 36:
+            return b"\x01" + uuid.UUID(ref).bytes
+    except ValueError:
+        pass
+    raw = ref.encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError("a story reference is at most 255 bytes")
+    return b"\x00" + bytes([len(raw)]) + raw
+
+
+def decode_ref(data: bytes) -> tuple[str, int]:
+    """Inverse of :func:`encode_ref`: the reference and the number of bytes it took."""
+    if data[0] == 1:
+        return str(uuid.UUID(bytes=bytes(data[1:17]))), 17
+    n = data[1]
+    return bytes(data[2 : 2 + n]).decode("utf-8"), 2 + n
+
+
+class NearDupIndex:
+    """LSH candidates for near-duplicate signatures, shared by all workers through Redis.
+
+    ``rows`` x ``bands`` MinHash values of the body make the body bands (a pair with body Jaccard
+    ``J`` shares a band with probability ``1 - (1 - J**rows)**bands``); ``lede_bands`` more come
+    from the lede, which is how a flash finds its story. ``expected_stories`` (per window) sizes the
+    bucket shards so that Redis keeps each small and compact; correctness does not depend on it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        window_days: int = 7,
+        *,
+        rows: int = 2,
+        bands: int = 16,
+        lede_bands: int = 2,
+        expected_stories: int = 100_000,
+        max_candidates: int = 64,
+    ) -> None:
+        if window_days < 1:
+            raise ValueError("window_days must be at least 1")
+        self.client = client
+        self.prefix = f"{prefix}:nd:{{{prefix}}}:"
+        self.window_days = window_days
+        self.rows = rows
+        self.bands = bands
+        self.lede_bands = lede_bands
+        self.max_candidates = max_candidates
+        per_epoch_entries = max(1, expected_stories) * (bands + lede_bands)
+        self.shard_bits = max(0, math.ceil(math.log2(per_epoch_entries / 64)))
+        self.ttl_ms = 2 * window_days * _MINUTES_PER_DAY * 60_000
+        self._meta = self.prefix + "meta"
+        self._script = client.register_script(_SCRIPT)
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def _epoch(self, minute: int) -> int:
+        return minute // (self.window_days * _MINUTES_PER_DAY)
+
+    def _lookup_epochs(self, minute: int) -> str:
+        span = self.window_days * _MINUTES_PER_DAY
+        return ",".join(
+            str(e) for e in range(self._epoch(max(0, minute - span)), self._epoch(minute + span) + 1)
+        )
+
+    def _band_args(self, sig: Signature) -> tuple[str, bytes]:
+        keys = sig.band_keys(self.rows, self.bands, self.lede_bands)
+        shards = ",".join(str(k >> (32 - self.shard_bits)) if self.shard_bits else "0" for k in keys)
+        return shards, b"".join(struct.pack(">I", k) for k in keys)
+
+    def _call(self, mode: str, sig: Signature, record: bytes = b"", client: Any = None) -> Any:
+        minute = sig.published_minute or 1
+        shards, fields = self._band_args(sig)
+        args: list[Any] = [
+            mode,
+            self.prefix,
+            self._lookup_epochs(minute),
+            str(self._epoch(minute)),
+            shards,
+            fields,
+            record,
+            self.ttl_ms,
+            self.max_candidates,
+        ]
+        return self._script(keys=[self._meta], args=args, client=client)
+
+    def _parse(self, reply: list) -> LookupResult:  # type: ignore[type-arg]
+        if reply and reply[0] == -1:
+            raise IndexLost(f"the near-duplicate index under {self.prefix!r} is missing: rebuild it")
+        generation = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        out = []
+        for i in range(2, len(reply), 3):
+            data = reply[i + 2]
+            ref, used = decode_ref(data)
+            out.append(
+                Candidate(
+                    ref=ref,
+                    signature=Signature.from_bytes(data[used:]),
+                    band_hits=int(reply[i + 1]),
+                    seq=int(reply[i]),
+                )
+            )
+        return LookupResult(candidates=out, generation=generation, seq=int(reply[1]))
+
+    # -- API -------------------------------------------------------------------------------------
+
+    def candidates(self, sig: Signature) -> list[Candidate]:
+        """Stories sharing at least one band with ``sig`` within the window, most band hits first."""
+        return self._parse(self._call("lookup", sig)).candidates  # type: ignore[arg-type]
+
+    def add(self, ref: str, sig: Signature) -> None:
+        """Index ``sig`` under ``ref`` (without looking anything up)."""
+        self._parse(self._call("add", sig, encode_ref(ref) + sig.to_bytes()))  # type: ignore[arg-type]
+
+    def lookup_and_add(self, ref: str, sig: Signature) -> LookupResult:
+        """Candidates for ``sig``, and ``sig`` added under ``ref``, in one atomic step.
+
+        Candidates indexed under ``ref`` itself (a redelivery) are left out.
+        """
+        result = self._parse(self._call("both", sig, encode_ref(ref) + sig.to_bytes()))  # type: ignore[arg-type]
+        return LookupResult([c for c in result.candidates if c.ref != ref], result.generation, result.seq)
+
+    lookup_and_add_atomic = lookup_and_add
+
+    def generation(self) -> str | None:
+        """The current index generation, or None when the index is absent."""
+        value = self.client.hget(self._meta, "generation")
+        return value.decode() if isinstance(value, bytes) else value  # type: ignore[return-value]
+
+    def present(self) -> bool:
+        return bool(self.client.exists(self._meta))
+
+    def redis_keys(self) -> list[bytes]:
+        """Every key of this index (SCAN: does not block Redis)."""
+        return list(
+            self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=2000)
+        )
+
+    def drop(self) -> int:
+        """Delete every key of this index; returns how many were deleted."""
+        keys = self.redis_keys()
+        for i in range(0, len(keys), 1000):
+            self.client.unlink(*keys[i : i + 1000])
+        return len(keys)
+
+    def rebuild(
+        self, items: Iterable[tuple[str, Signature]], *, lock_seconds: int = 600, batch: int = 500
+    ) -> int:
+        """Reload the index from ``items`` (reference, signature), typically read from the database.
+
+        The index is marked absent first, so workers stop (and retry) instead of matching against a
+        half-loaded index; it is marked present, with a new generation, once every item is in. Only
+        one process rebuilds at a time (a Redis lock); returns the number of stories indexed.
+        """
+        lock = self.prefix + "rebuild-lock"
+        token = uuid.uuid4().hex
+        if not self.client.set(lock, token, nx=True, ex=lock_seconds):
+            raise RebuildInProgress(f"the near-duplicate index under {self.prefix!r} is being rebuilt")
+        try:
+            self.client.delete(self._meta)
+            for key in self.redis_keys():
+                if key.decode() != lock:
+                    self.client.unlink(key)
+            count = 0
+            pipe = self.client.pipeline(transaction=False)
+            for ref, sig in items:
+                self._call("rebuild", sig, encode_ref(ref) + sig.to_bytes(), client=pipe)
+                count += 1
+                if count % batch == 0:
+                    pipe.execute()
+            pipe.execute()
+            self.client.hset(self._meta, "generation", uuid.uuid4().hex)
+            return count
+        finally:
+            if self.client.get(lock) == token.encode():
+                self.client.delete(lock)
+
+    def ensure(self) -> bool:
+        """Mark an empty index present (a new deployment); False if it already was."""
+        return bool(self.client.hsetnx(self._meta, "generation", uuid.uuid4().hex))
