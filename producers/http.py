@@ -464,6 +464,9 @@ class PushServer:
 
         # Binding here (not in uvicorn) makes port 0 usable: the chosen port is known at once.
         self.socket = socket.create_server((host, port), reuse_port=False)
+        # Accepted connections inherit this: without it, Nagle's algorithm meets the client's
+        # delayed ACK and every small answer waits ~40 ms.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = int(self.socket.getsockname()[1])
         self.host = host
         self.server = uvicorn.Server(
