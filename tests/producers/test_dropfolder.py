@@ -199,3 +199,27 @@ def test_empty_file_is_kept_as_a_rejection(tmp_path: Path, recorder: RecordingPu
     drop.scan()
     assert drop.scan().failed == ["empty.jsonl"]
     assert [r.code for r in recorder.rejections] == ["empty_file"]
+
+
+def test_gzip_files_long_lines_and_bombs(tmp_path: Path, recorder: RecordingPublisher) -> None:
+    import gzip
+
+    drop = folder(tmp_path, recorder)
+    lines = [orjson.dumps({"id": f"g{n}", "body": f"story {n}"}) for n in range(3)]
+    (drop.path / "batch.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    # One endless line between two good ones: rejected as too large, never held whole.
+    endless = b'{"id": "huge", "body": "' + b"x" * (3 * SETTINGS.max_delivery_bytes) + b'"}'
+    (drop.path / "long.jsonl").write_bytes(lines[0] + b"\n" + endless + b"\n" + lines[1] + b"\n")
+    (drop.path / "bomb.json.gz").write_bytes(
+        gzip.compress(b'{"id": "b", "body": "' + b" " * 50_000_000 + b'"}')
+    )
+    (drop.path / "corrupt.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    drop.scan()
+    report = drop.scan()
+    assert report.published == ["batch.jsonl.gz", "long.jsonl"]
+    assert report.failed == ["bomb.json.gz", "corrupt.jsonl.gz"]
+    assert sorted(d.id for d in recorder.deliveries) == ["g0", "g0", "g1", "g1", "g2"]
+    codes = {r.source_id or r.code: r.code for r in recorder.rejections}
+    assert sorted(r.code for r in recorder.rejections) == ["invalid_gzip", "too_large", "too_large"]
+    too_large = [r for r in recorder.rejections if r.code == "too_large"]
+    assert all(len(r.raw) <= SETTINGS.max_delivery_bytes for r in too_large), codes
