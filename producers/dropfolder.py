@@ -36,6 +36,7 @@ from worker.messages import Delivery, Rejection
 log = structlog.get_logger(__name__)
 
 STATE_DIR = ".akhbar"
+HEALTH_EVERY = 60.0  # seconds between health saves of an idle folder
 
 
 @dataclass
@@ -102,6 +103,7 @@ class DropFolder:
         self.source = config.source or config.name
         # name -> (size, mtime_ns) at the previous scan.
         self._signatures: dict[str, tuple[int, int]] = {}
+        self._saved_at = float("-inf")
         self.log = log.bind(source=config.name, path=str(self.path))
         self.status = (health.load(config.name) if health else None) or SourceStatus(
             config.name, "dropfolder"
@@ -135,7 +137,8 @@ class DropFolder:
             self._process(name, report)
             self._signatures.pop(name, None)
         self.status.last_poll = now
-        if report.published or report.failed or report.retry:
+        busy = bool(report.published or report.failed or report.retry)
+        if busy:
             self.log.info(
                 "dropfolder_scanned",
                 published=len(report.published),
@@ -143,8 +146,10 @@ class DropFolder:
                 retry=len(report.retry),
                 waiting=len(report.waiting),
             )
-        if self.health is not None:
+        # An idle folder scanned every few seconds saves its health once a minute, not every scan.
+        if self.health is not None and (busy or time.monotonic() - self._saved_at >= HEALTH_EVERY):
             self.health.save(self.status)
+            self._saved_at = time.monotonic()
         return report
 
     def _process(self, name: str, report: ScanReport) -> None:

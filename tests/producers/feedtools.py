@@ -151,6 +151,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/rss+xml; charset=utf-8"
     etag: bool = True  # answer If-None-Match with 304
+    last_modified: str | None = None  # sent, and If-Modified-Since equal to it answered with 304
     gzip: bool = False  # gzip the body when the client accepts it
     raw_gzip: bytes | None = None  # a pre-compressed body sent as Content-Encoding: gzip
     delay: float = 0.0
@@ -187,6 +188,11 @@ class FeedServer:
                     headers["ETag"] = tag
                     if self.headers.get("If-None-Match") == tag:
                         self._send(304, b"", {"ETag": tag})
+                        return
+                if route.last_modified is not None:
+                    headers["Last-Modified"] = route.last_modified
+                    if self.headers.get("If-Modified-Since") == route.last_modified:
+                        self._send(304, b"", {"Last-Modified": route.last_modified})
                         return
                 body = route.body
                 if route.raw_gzip is not None:

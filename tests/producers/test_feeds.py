@@ -254,3 +254,23 @@ def test_feed_that_stops_giving_news_goes_quiet_then_wakes(
     now[0] += timedelta(minutes=5)
     feed.poll()
     assert feed.status.state == "active" and feed.status.last_seen == now[0]
+
+
+def test_last_modified_without_etag(feed_server: FeedServer, recorder: RecordingPublisher) -> None:
+    stamp = "Wed, 22 Jul 2015 06:00:00 GMT"
+    feed_server.routes["/rss.xml"] = Route(build_rss(ARTICLES[:2]), etag=False, last_modified=stamp)
+    feed = poller(feed_server, recorder)
+    assert feed.poll().published == 2 and feed.status.last_modified == stamp and feed.status.etag is None
+    assert feed.poll().outcome == "not_modified"
+    assert feed_server.hits("/rss.xml")[-1]["If-Modified-Since"] == stamp
+
+
+def test_redirects_are_followed_and_remembered(feed_server: FeedServer, recorder: RecordingPublisher) -> None:
+    feed_server.routes["/old.xml"] = Route(b"", status=301, headers={"Location": "/rss.xml"})
+    feed_server.routes["/rss.xml"] = Route(build_rss(ARTICLES[:2]))
+    feed = poller(feed_server, recorder, "/old.xml")
+    assert feed.poll().published == 2
+    assert feed.status.cursor["redirected_to"] == feed_server.url("/rss.xml")
+    feed_server.routes["/loop.xml"] = Route(b"", status=302, headers={"Location": "/loop.xml"})
+    looping = poller(feed_server, recorder, "/loop.xml")
+    assert looping.poll().error == "too_many_redirects" and looping.status.failure_score == 1.0
