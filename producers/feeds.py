@@ -84,7 +84,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-class _Decoder:
+class CappedDecoder:
     """Content-Encoding decoding with a cap on the output.
 
     httpx decodes gzip and deflate itself, but without any bound on how much one compressed chunk
@@ -182,7 +182,7 @@ def fetch(
                 raise FetchError(
                     "too_large", f"Content-Length {declared} is over {max_bytes} bytes", hard=True
                 )
-            decoder = _Decoder(encoding, max_bytes)
+            decoder = CappedDecoder(encoding, max_bytes)
             for chunk in response.iter_raw():
                 decoder.feed(chunk)
                 # The read timeout bounds each wait; this bounds a server that drips bytes forever.

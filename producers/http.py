@@ -11,7 +11,9 @@ the response. The checks, cheapest first:
   (backpressure: senders slow down instead of the workers drowning);
 - ``413 too_large`` / ``too_many_items``: the body is over ``max_body_bytes`` (checked on
   ``Content-Length`` and again while reading) or holds more than ``max_batch`` records;
-- ``415 unsupported_media_type``: neither JSON nor JSON Lines;
+- ``415 unsupported_media_type`` / ``unsupported_encoding``: neither JSON nor JSON Lines, or a
+  ``Content-Encoding`` other than gzip or deflate (compressed bodies are welcome; the size limit
+  holds for the decoded body too, so a gzip bomb is cut off at the limit);
 - ``400 invalid_json`` / ``empty_batch``: a body that is not JSON is still kept as one rejection
   (its delivery id is in the answer); an empty batch publishes nothing;
 - ``503 unavailable`` with ``Retry-After``: the broker did not confirm the publish.
@@ -39,6 +41,7 @@ from starlette.routing import Route
 
 from akhbar.settings import Settings, get_settings
 from producers.config import HealthStore, Publishing, PushSource, SourceStatus
+from producers.feeds import CappedDecoder, FetchError
 from producers.records import iter_json_lines, parse_json_record
 from worker.messages import Delivery, Rejection
 
@@ -94,19 +97,17 @@ def _error(
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, decoded from ``Content-Encoding`` (gzip, deflate), never more than ``cap`` bytes
+    either on the wire or once decoded (:class:`FetchError` ``too_large`` past it)."""
     size = 0
-    parts: list[bytes] = []
+    decoder = CappedDecoder(request.headers.get("content-encoding", ""), cap)
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise _TooLarge
-        parts.append(chunk)
-    return b"".join(parts)
+            raise FetchError("too_large", "", hard=True)
+        decoder.feed(chunk)
+    return decoder.finish()
 
 
 def _parse(body: bytes, *, media: str, sender: str, settings: Settings) -> list[Delivery | Rejection] | None:
@@ -217,8 +218,14 @@ def create_app(
             )
         try:
             body = await _read_capped(request, config.max_body_bytes)
-        except _TooLarge:
-            return _error(413, "too_large", f"the body is over {config.max_body_bytes} bytes")
+        except FetchError as exc:
+            if exc.code == "too_large":
+                return _error(413, "too_large", f"the body is over {config.max_body_bytes} bytes")
+            if exc.code == "unsupported_encoding":
+                return _error(
+                    415, "unsupported_encoding", "Content-Encoding may be gzip, deflate or identity"
+                )
+            return _error(400, "bad_encoding", str(exc))
         items = _parse(body, media=media, sender=sender, settings=settings)
         invalid = items is None
         if items is None:
@@ -392,7 +399,9 @@ def openapi(config: PushSource) -> dict[str, Any]:
                         "413": _error_response(
                             f"body over {config.max_body_bytes} bytes or over {config.max_batch} records"
                         ),
-                        "415": _error_response("content type is neither JSON nor JSON Lines"),
+                        "415": _error_response(
+                            "content type is neither JSON nor JSON Lines, or encoding not gzip/deflate"
+                        ),
                         "429": _error_response("the queue is full; retry after the given delay", retry=True),
                         "503": _error_response(
                             "the queue did not confirm; retry after the given delay", retry=True

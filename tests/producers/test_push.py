@@ -200,3 +200,23 @@ def test_tokens_from_file(tmp_path: Path) -> None:
     path.write_text("# senders\nwire-b: tok-b\nbare-token\n\n", encoding="utf-8")
     config = PushSource(name="push", tokens={"wire-a": "tok-a"}, tokens_file=path)  # type: ignore[dict-item]
     assert load_tokens(config) == {"tok-a": "wire-a", "tok-b": "wire-b", "bare-token": "push"}
+
+
+def test_compressed_bodies_and_compressed_bombs(push: tuple[httpx.Client, RecordingPublisher]) -> None:
+    import gzip
+
+    client, recorder = push
+    body = gzip.compress(orjson.dumps([article(0), article(1)]))
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = client.post("/v1/deliveries", content=body, headers=headers)
+    assert response.status_code == 202 and response.json()["accepted"] == 2
+    assert [d.id for d in recorder.deliveries] == [ARTICLES[0]["id"], ARTICLES[1]["id"]]
+    bomb = gzip.compress(b'{"id": "b", "body": "' + b" " * 20_000_000 + b'"}')
+    assert len(bomb) < 64 * 1024
+    response = client.post("/v1/deliveries", content=bomb, headers=headers)
+    assert response.status_code == 413 and response.json()["error"] == "too_large"
+    response = client.post("/v1/deliveries", content=b"\x1f\x8bnot gzip", headers=headers)
+    assert response.status_code == 400 and response.json()["error"] == "bad_encoding"
+    response = client.post("/v1/deliveries", content=body, headers={**headers, "Content-Encoding": "br"})
+    assert response.status_code == 415 and response.json()["error"] == "unsupported_encoding"
+    assert len(recorder.items) == 2
