@@ -89,12 +89,21 @@ class LabelledDelivery:
     # Connected component of same-story pairs: pairs inside one component without a label of their
     # own are left out of the scores (a round-up joins two stories into one component).
     group: str = ""
+    # The same over same-story and ambiguous pairs together.
+    loose_group: str = ""
 
-    def same_story(self, other: LabelledDelivery) -> bool | None:
-        """Ground truth for a pair: True, False, or None when the pair is left out of the scores."""
+    def same_story(self, other: LabelledDelivery, *, strict: bool = True) -> bool | None:
+        """Ground truth for a pair: True, False, or None when the pair is left out of the scores.
+
+        ``strict`` counts as different two stories that only a chain through an *ambiguous* pair
+        joins (a lower bound on precision: the rule cannot confirm a rewritten reprint, which the
+        system rightly joins); ``strict=False`` leaves such pairs out (an upper bound).
+        """
         if self.root == other.root or other.root in self.same_roots:
             return True
         if self.group == other.group or other.root in self.ambiguous_roots:
+            return None
+        if not strict and self.loose_group == other.loose_group:
             return None
         return False
 
@@ -592,6 +601,12 @@ def generate(
     for a_id, partners in natural.positive.items():
         for b_id in partners:
             comp[find(a_id)] = find(b_id)
+    strict = {row["id"]: find(row["id"]) for row in rows}
+    # Loose components also follow ambiguous pairs (see LabelledDelivery.same_story).
+    for a_id, partners in natural.ambiguous.items():
+        for b_id in partners:
+            comp[find(a_id)] = find(b_id)
+    loose = {row["id"]: find(row["id"]) for row in rows}
 
     # Labels of corpus articles follow from arrival: with no earlier same-story delivery it is new;
     # after one from another outlet it is a reprint (near_duplicate); after one from the same outlet,
@@ -638,7 +653,8 @@ def generate(
                 natural=d.natural,
                 same_roots=same_roots,
                 ambiguous_roots=amb_roots,
-                group=find(d.group),
+                group=strict[d.group],
+                loose_group=loose[d.group],
             )
         )
     if stats is not None:

@@ -41,6 +41,9 @@ TERMS = (
     "lede*title",
     "sqrt(body)",
     "sqrt(anchors)",
+    "anchor_containment",
+    "containment*anchor_containment",
+    "numbers_conflict",
 )
 
 
@@ -55,24 +58,30 @@ class Thresholds:
 
     window_hours: float = 7 * 24
     weights: tuple[float, ...] = (
-        -11.614,
-        15.642,
-        6.617,
-        -33.393,
-        -1.262,
-        2.612,
-        -56.005,
-        66.926,
-        7.575,
-        4.342,
-        25.037,
+        -12.568,
+        6.362,
+        2.253,
+        -3.017,
+        -1.992,
+        4.947,
+        5.039,
+        -2.832,
+        5.849,
+        16.819,
+        7.792,
+        4.235,
+        5.166,
+        -2.119,
     )
-    same_story: float = 1.0
+    same_story: float = 2.0
     # ... and, unless the bodies alone are this similar, the anchors must agree this much: two
     # stories from one template (the King and the Crown Prince receiving one visitor) share text
     # but not their names.
-    anchors_floor: float = 0.3
+    anchors_floor: float = 0.2
     body_alone: float = 0.45
+    # ... or one story holds the other, words and anchors alike (a story that grew or was cut).
+    contained: float = 0.7
+    contained_body: float = 0.1  # ... while sharing this much text: not a short item quoted in a long one
     # Two stories that both state at least this many numbers and share fewer than this share of
     # them are different (the same report of another day), whatever their text.
     numbers_needed: int = 3
@@ -134,6 +143,13 @@ def _bottom_k_jaccard(a: bytes, b: bytes) -> float:
     return len(ka & kb) / len(union) if union else 0.0
 
 
+def _containment(jaccard: float, size_a: int, size_b: int) -> float:
+    """|A ∩ B| / min(|A|, |B|) from the Jaccard similarity and the two sizes."""
+    if not size_a or not size_b:
+        return 0.0
+    return min(1.0, jaccard / (1.0 + jaccard) * (size_a + size_b) / min(size_a, size_b))
+
+
 def paragraph_diff(old: Signature, new: Signature, bits: int) -> tuple[list[int], list[int]]:
     """Paragraphs of ``new`` with no counterpart in ``old`` (added) and of ``old`` not in ``new``.
 
@@ -168,18 +184,25 @@ _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 def features(a: Signature, b: Signature) -> dict[str, float]:
     """The similarity features of a pair, symmetric in (a, b)."""
     ba, bb = a.body_array(), b.body_array()
-    body = float(np.count_nonzero(ba == bb)) / len(ba) if len(ba) else 0.0
+    if a.body_bits != b.body_bits or a.body_bits == 8:
+        # b-bit MinHash (a Redis record keeps 8 bits a value): equal by chance 1 time in 256.
+        agree = float(np.count_nonzero((ba & 0xFF) == (bb & 0xFF))) / len(ba) if len(ba) else 0.0
+        body = max(0.0, (agree - 1 / 256) / (1 - 1 / 256))
+    else:
+        body = float(np.count_nonzero(ba == bb)) / len(ba) if len(ba) else 0.0
     na, nb = max(a.n_shingles, 1), max(b.n_shingles, 1)
     inter = body / (1.0 + body) * (na + nb)
     containment = min(1.0, inter / min(na, nb))
+    anchors = _bottom_k_jaccard(a.anchors, b.anchors)
     la, lb = a.lede_array(), b.lede_array()
     lede = float(np.count_nonzero(la == lb)) / len(la) if len(la) else 0.0
     return {
         "body": body,
         "containment": containment,
-        "anchors": _bottom_k_jaccard(a.anchors, b.anchors),
+        "anchors": anchors,
         "lede": lede,
         "title": _jaccard_sets(a.title, b.title),
+        "anchor_containment": _containment(anchors, a.n_anchors, b.n_anchors),
         "numbers": _jaccard_sets(a.numbers, b.numbers),
         "numbered": float(min(len(a.numbers), len(b.numbers)) // 2),
     }
@@ -188,7 +211,9 @@ def features(a: Signature, b: Signature) -> dict[str, float]:
 def terms(f: dict[str, float]) -> list[float]:
     """The values of :data:`TERMS` for a pair's features."""
     b, c, a, lede, t = f["body"], f["containment"], f["anchors"], f["lede"], f["title"]
-    return [1.0, b, c, a, lede, t, b * a, c * a, lede * t, b**0.5, a**0.5]
+    ac = f["anchor_containment"]
+    conflict = 1.0 if f["numbered"] >= 3 and f["numbers"] < 0.15 else 0.0
+    return [1.0, b, c, a, lede, t, b * a, c * a, lede * t, b**0.5, a**0.5, ac, c * ac, conflict]
 
 
 def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
@@ -210,7 +235,14 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
     same = in_window and (
         (
             score >= t.same_story
-            and (f["anchors"] >= t.anchors_floor or f["body"] >= t.body_alone)
+            and (
+                f["anchors"] >= t.anchors_floor
+                or f["body"] >= t.body_alone
+                or (
+                    min(f["anchor_containment"], f["containment"]) >= t.contained
+                    and f["body"] >= t.contained_body
+                )
+            )
             and not (f["numbered"] >= t.numbers_needed and f["numbers"] < t.numbers_floor)
         )
         or (flash_pair and f["lede"] >= t.lede_flash and f["title"] >= t.title_flash)

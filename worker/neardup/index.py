@@ -14,15 +14,16 @@ Layout (every key under ``{prefix}:nd:``, so one prefix holds one index):
 * ``seq`` (string): the counter that numbers stories, so buckets hold 4 bytes per story instead
   of a 36-character delivery id.
 
-Time: stories fall into *epochs* of ``window_days`` by publication time. A story is looked up in
-every epoch that overlaps its time plus or minus the window, and added to its own; each key's TTL is
-set to two windows on every write, so an epoch disappears once no story can reach it any more
-(Redis 7.0 has no per-field expiry). :func:`compare` enforces the exact window.
+Time: stories fall into *epochs* of two windows by publication time. A story is looked up in the
+(at most two) epochs that overlap its time plus or minus the window, and added to its own; each
+key's TTL is set to three windows on every write, so an epoch disappears once no story can reach it
+any more (Redis 7.0 has no per-field expiry). :func:`compare` enforces the exact window.
 
-Atomicity: :meth:`NearDupIndex.lookup_and_add` runs one Lua script, so candidate lookup and insertion
-are one step for Redis: of two workers adding near-identical stories at the same moment, the second
-always finds the first. The database stays the authority (see :mod:`worker.neardup`): the index
-only proposes candidates and is rebuilt from the signatures stored with the deliveries.
+Atomicity: :meth:`NearDupIndex.lookup_and_add` (and its micro-batch form) runs one Lua script, so
+candidate lookup and insertion are one step for Redis: of two workers adding near-identical
+stories at the same moment, the second always finds the first. The database stays the authority
+(see :mod:`worker.neardup`): the index only proposes candidates and is rebuilt from the
+signatures stored with the deliveries.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,86 +42,97 @@ from worker.neardup.signature import Signature
 _MINUTES_PER_DAY = 24 * 60
 _RECORDS_PER_KEY = 64
 
-# One script does lookup, insertion or both. It builds key names from the prefix it is given: every
-# key of one index shares the prefix, which carries a {hash tag} so that all of them live in one
-# Redis Cluster slot. Returns {-1} when the index is absent (and rebuild mode is off); otherwise
-# {generation, new seq or 0, seq_1, hits_1, record_1, seq_2, ...}.
+# One script does lookup, insertion or both, for one story or a micro-batch of stories in order
+# (each sees the ones before it). It builds key names from the prefix it is given: every key of one
+# index shares the prefix, which carries a {hash tag} so that all of them live in one Redis Cluster
+# slot. Returns {-1} when the index is absent (and the mode is not rebuild); otherwise
+# {generation, n, then per story: seq (0 when not added), count, count x (seq, hits, record)}.
 _SCRIPT = r"""
 local meta = KEYS[1]
 local mode = ARGV[1]
 local prefix = ARGV[2]
-local lookup_epochs = ARGV[3]
-local own_epoch = ARGV[4]
-local shards = ARGV[5]
-local fields = ARGV[6]
-local record = ARGV[7]
-local ttl = tonumber(ARGV[8])
-local max_candidates = tonumber(ARGV[9])
+local ttl = tonumber(ARGV[3])
+local max_candidates = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 
 local generation = redis.call('HGET', meta, 'generation')
 if not generation then
   if mode ~= 'rebuild' then return {-1} end
   generation = ''
 end
+local do_lookup = mode == 'lookup' or mode == 'both'
+local do_add = mode ~= 'lookup'
 
-local shard_list = {}
-for s in string.gmatch(shards, '[^,]+') do shard_list[#shard_list + 1] = s end
+local out = {generation, n}
+for s = 0, n - 1 do
+  local base = 6 + 5 * s
+  local lookup_epochs, own_epoch = ARGV[base], ARGV[base + 1]
+  local shards, fields, record = ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local shard_list = {}
+  for x in string.gmatch(shards, '[^,]+') do shard_list[#shard_list + 1] = x end
 
-local hits = {}
-local order = {}
-if mode == 'lookup' or mode == 'both' then
-  for epoch in string.gmatch(lookup_epochs, '[^,]+') do
-    for i, shard in ipairs(shard_list) do
-      local field = string.sub(fields, 4 * i - 3, 4 * i)
-      local value = redis.call('HGET', prefix .. 'b:' .. epoch .. ':' .. shard, field)
-      if value then
-        for j = 1, #value, 4 do
-          local key = epoch .. ':' .. struct.unpack('>I4', string.sub(value, j, j + 3))
-          if hits[key] then
-            hits[key] = hits[key] + 1
-          else
-            hits[key] = 1
-            order[#order + 1] = key
+  local hits, order, own = {}, {}, {}
+  if do_lookup then
+    for epoch in string.gmatch(lookup_epochs, '[^,]+') do
+      for i, shard in ipairs(shard_list) do
+        local bkey = prefix .. 'b:' .. epoch .. ':' .. shard
+        local value = redis.call('HGET', bkey, string.sub(fields, 4 * i - 3, 4 * i))
+        if epoch == own_epoch then own[i] = value end
+        if value then
+          for j = 1, #value, 4 do
+            local key = epoch .. ':' .. struct.unpack('>I4', string.sub(value, j, j + 3))
+            if hits[key] then
+              hits[key] = hits[key] + 1
+            else
+              hits[key] = 1
+              order[#order + 1] = key
+            end
           end
         end
       end
     end
   end
-end
 
-local seq = 0
-if mode ~= 'lookup' then
-  seq = redis.call('INCR', prefix .. 'seq')
-  local packed = struct.pack('>I4', seq)
-  local rkey = prefix .. 'r:' .. own_epoch .. ':' .. math.floor(seq / 64)
-  redis.call('HSET', rkey, seq, record)
-  redis.call('PEXPIRE', rkey, ttl)
-  for i, shard in ipairs(shard_list) do
-    local bkey = prefix .. 'b:' .. own_epoch .. ':' .. shard
-    local field = string.sub(fields, 4 * i - 3, 4 * i)
-    local value = redis.call('HGET', bkey, field)
-    redis.call('HSET', bkey, field, (value or '') .. packed)
-    redis.call('PEXPIRE', bkey, ttl)
+  local seq = 0
+  if do_add then
+    seq = redis.call('INCR', prefix .. 'seq')
+    local packed = struct.pack('>I4', seq)
+    local rkey = prefix .. 'r:' .. own_epoch .. ':' .. math.floor(seq / 64)
+    redis.call('HSET', rkey, seq, record)
+    redis.call('PEXPIRE', rkey, ttl)
+    for i, shard in ipairs(shard_list) do
+      local bkey = prefix .. 'b:' .. own_epoch .. ':' .. shard
+      local field = string.sub(fields, 4 * i - 3, 4 * i)
+      local value = own[i]
+      if value == nil and not do_lookup then value = redis.call('HGET', bkey, field) end
+      redis.call('HSET', bkey, field, (value or '') .. packed)
+      redis.call('PEXPIRE', bkey, ttl)
+    end
   end
-end
 
--- Most band hits first; ties by sequence number, so the cut is deterministic.
-table.sort(order, function(a, b)
-  if hits[a] ~= hits[b] then return hits[a] > hits[b] end
-  return a < b
-end)
-local out = {generation, seq}
-for i = 1, math.min(#order, max_candidates) do
-  local key = order[i]
-  local sep = string.find(key, ':')
-  local epoch = string.sub(key, 1, sep - 1)
-  local cand = tonumber(string.sub(key, sep + 1))
-  local rec = redis.call('HGET', prefix .. 'r:' .. epoch .. ':' .. math.floor(cand / 64), cand)
-  if rec then
-    out[#out + 1] = cand
-    out[#out + 1] = hits[key]
-    out[#out + 1] = rec
+  -- Most band hits first; ties by epoch and sequence number, so the cut is deterministic.
+  table.sort(order, function(a, b)
+    if hits[a] ~= hits[b] then return hits[a] > hits[b] end
+    return a < b
+  end)
+  out[#out + 1] = seq
+  local count_at = #out + 1
+  out[count_at] = 0
+  local count = 0
+  for i = 1, math.min(#order, max_candidates) do
+    local key = order[i]
+    local sep = string.find(key, ':')
+    local epoch = string.sub(key, 1, sep - 1)
+    local cand = tonumber(string.sub(key, sep + 1))
+    local rec = redis.call('HGET', prefix .. 'r:' .. epoch .. ':' .. math.floor(cand / 64), cand)
+    if rec then
+      out[#out + 1] = cand
+      out[#out + 1] = hits[key]
+      out[#out + 1] = rec
+      count = count + 1
+    end
   end
+  out[count_at] = count
 end
 return out
 """
@@ -189,7 +201,7 @@ class NearDupIndex:
         prefix: str,
         window_days: int = 7,
         *,
-        rows: int = 2,
+        rows: int = 1,
         bands: int = 16,
         lede_bands: int = 2,
         expected_stories: int = 100_000,
@@ -206,14 +218,18 @@ class NearDupIndex:
         self.max_candidates = max_candidates
         per_epoch_entries = max(1, expected_stories) * (bands + lede_bands)
         self.shard_bits = max(0, math.ceil(math.log2(per_epoch_entries / 64)))
-        self.ttl_ms = 2 * window_days * _MINUTES_PER_DAY * 60_000
+        # Epochs span two windows, so a lookup (its time plus or minus a window) touches at most two.
+        # Every write sets the key's TTL to three windows: a key is written until its epoch ends and
+        # read until a window after that.
+        self.epoch_minutes = 2 * window_days * _MINUTES_PER_DAY
+        self.ttl_ms = 3 * window_days * _MINUTES_PER_DAY * 60_000
         self._meta = self.prefix + "meta"
         self._script = client.register_script(_SCRIPT)
 
     # -- keys ------------------------------------------------------------------------------------
 
     def _epoch(self, minute: int) -> int:
-        return minute // (self.window_days * _MINUTES_PER_DAY)
+        return minute // self.epoch_minutes
 
     def _lookup_epochs(self, minute: int) -> str:
         span = self.window_days * _MINUTES_PER_DAY
@@ -226,57 +242,67 @@ class NearDupIndex:
         shards = ",".join(str(k >> (32 - self.shard_bits)) if self.shard_bits else "0" for k in keys)
         return shards, b"".join(struct.pack(">I", k) for k in keys)
 
-    def _call(self, mode: str, sig: Signature, record: bytes = b"", client: Any = None) -> Any:
-        minute = sig.published_minute or 1
-        shards, fields = self._band_args(sig)
-        args: list[Any] = [
-            mode,
-            self.prefix,
-            self._lookup_epochs(minute),
-            str(self._epoch(minute)),
-            shards,
-            fields,
-            record,
-            self.ttl_ms,
-            self.max_candidates,
-        ]
+    def _call(self, mode: str, stories: Sequence[tuple[Signature, bytes]], client: Any = None) -> Any:
+        args: list[Any] = [mode, self.prefix, self.ttl_ms, self.max_candidates, len(stories)]
+        for sig, record in stories:
+            minute = sig.published_minute or 1
+            shards, fields = self._band_args(sig)
+            args += [self._lookup_epochs(minute), str(self._epoch(minute)), shards, fields, record]
         return self._script(keys=[self._meta], args=args, client=client)
 
-    def _parse(self, reply: list) -> LookupResult:  # type: ignore[type-arg]
+    def _parse(self, reply: list[Any]) -> list[LookupResult]:
         if reply and reply[0] == -1:
             raise IndexLost(f"the near-duplicate index under {self.prefix!r} is missing: rebuild it")
         generation = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        out = []
-        for i in range(2, len(reply), 3):
-            data = reply[i + 2]
-            ref, used = decode_ref(data)
-            out.append(
-                Candidate(
-                    ref=ref,
-                    signature=Signature.from_bytes(data[used:]),
-                    band_hits=int(reply[i + 1]),
-                    seq=int(reply[i]),
+        results = []
+        pos = 2
+        for _ in range(int(reply[1])):
+            seq, count = int(reply[pos]), int(reply[pos + 1])
+            pos += 2
+            out = []
+            for _ in range(count):
+                data = reply[pos + 2]
+                ref, used = decode_ref(data)
+                sig = Signature.from_bytes(data[used:])
+                out.append(
+                    Candidate(ref=ref, signature=sig, band_hits=int(reply[pos + 1]), seq=int(reply[pos]))
                 )
-            )
-        return LookupResult(candidates=out, generation=generation, seq=int(reply[1]))
+                pos += 3
+            results.append(LookupResult(candidates=out, generation=generation, seq=seq))
+        return results
 
     # -- API -------------------------------------------------------------------------------------
 
     def candidates(self, sig: Signature) -> list[Candidate]:
         """Stories sharing at least one band with ``sig`` within the window, most band hits first."""
-        return self._parse(self._call("lookup", sig)).candidates  # type: ignore[arg-type]
+        return self._parse(self._call("lookup", [(sig, b"")]))[0].candidates
 
     def add(self, ref: str, sig: Signature) -> None:
         """Index ``sig`` under ``ref`` (without looking anything up)."""
-        self._parse(self._call("add", sig, encode_ref(ref) + sig.to_bytes()))  # type: ignore[arg-type]
+        self._parse(self._call("add", [(sig, encode_ref(ref) + sig.to_bytes(record=True))]))
 
     def lookup_and_add(self, ref: str, sig: Signature) -> LookupResult:
         """Candidates for ``sig``, and ``sig`` added under ``ref``, in one atomic step.
 
         Candidates indexed under ``ref`` itself (a redelivery) are left out.
         """
-        result = self._parse(self._call("both", sig, encode_ref(ref) + sig.to_bytes()))  # type: ignore[arg-type]
-        return LookupResult([c for c in result.candidates if c.ref != ref], result.generation, result.seq)
+        return self.lookup_and_add_many([(ref, sig)])[0]
+
+    def lookup_and_add_many(self, stories: Sequence[tuple[str, Signature]]) -> list[LookupResult]:
+        """:meth:`lookup_and_add` for a micro-batch, in order, in one atomic step and one round trip.
+
+        Each story's candidates include the batch's earlier stories, exactly as if they had been
+        added one call at a time.
+        """
+        if not stories:
+            return []
+        replies = self._parse(
+            self._call("both", [(sig, encode_ref(ref) + sig.to_bytes(record=True)) for ref, sig in stories])
+        )
+        return [
+            LookupResult([c for c in res.candidates if c.ref != ref], res.generation, res.seq)
+            for (ref, _sig), res in zip(stories, replies, strict=True)
+        ]
 
     lookup_and_add_atomic = lookup_and_add
 
@@ -302,7 +328,7 @@ class NearDupIndex:
         return len(keys)
 
     def rebuild(
-        self, items: Iterable[tuple[str, Signature]], *, lock_seconds: int = 600, batch: int = 500
+        self, items: Iterable[tuple[str, Signature]], *, lock_seconds: int = 600, batch: int = 200
     ) -> int:
         """Reload the index from ``items`` (reference, signature), typically read from the database.
 
@@ -320,13 +346,15 @@ class NearDupIndex:
                 if key.decode() != lock:
                     self.client.unlink(key)
             count = 0
-            pipe = self.client.pipeline(transaction=False)
+            chunk: list[tuple[Signature, bytes]] = []
             for ref, sig in items:
-                self._call("rebuild", sig, encode_ref(ref) + sig.to_bytes(), client=pipe)
+                chunk.append((sig, encode_ref(ref) + sig.to_bytes(record=True)))
                 count += 1
-                if count % batch == 0:
-                    pipe.execute()
-            pipe.execute()
+                if len(chunk) == batch:
+                    self._call("rebuild", chunk)
+                    chunk = []
+            if chunk:
+                self._call("rebuild", chunk)
             self.client.hset(self._meta, "generation", uuid.uuid4().hex)
             return count
         finally:

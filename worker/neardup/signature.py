@@ -41,6 +41,7 @@ SHINGLE = 3  # words per body shingle
 MAX_TITLE_WORDS = 16
 ANCHOR_SKETCH = 24  # bottom-k size of the anchor sketch
 MAX_PARAGRAPHS = 40
+BAND_MINIMA = 24  # 32-bit minima kept for single-row LSH bands
 MAX_NUMBERS = 12  # the story's first distinct numbers: a daily market report differs in these
 SHARD_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -48,15 +49,14 @@ _U64 = np.uint64
 _rng = np.random.default_rng(0x616B68626172)  # fixed: signatures must be identical everywhere
 _BODY_A = _rng.integers(1, 2**63, BODY_HASHES, dtype=np.uint64) * _U64(2) + _U64(1)
 _BODY_B = _rng.integers(0, 2**63, BODY_HASHES, dtype=np.uint64)
-_LEDE_A = _rng.integers(1, 2**63, LEDE_HASHES, dtype=np.uint64) * _U64(2) + _U64(1)
-_LEDE_B = _rng.integers(0, 2**63, LEDE_HASHES, dtype=np.uint64)
 _SHINGLE_MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 _BITS32 = np.uint64(1) << np.arange(32, dtype=np.uint64)
 
 # Words that open a dateline or close an agency tag rather than say anything.
 _IGNORED_TITLE_WORDS = frozenset({"عاجل", "بالصور", "بالفيديو", "فيديو", "محدث", "رسميا", "شاهد"})
 
-_HEADER = struct.Struct("<BBIH6sHHBBBBB")
+_FLAG_BODY8 = 1
+_HEADER = struct.Struct("<BBIH6sHHHBBBBBB")
 
 
 @lru_cache(maxsize=1)
@@ -67,17 +67,33 @@ def common_words() -> frozenset[str]:
 
 
 _token_cache: dict[str, int] = {}
+_ANCHOR = 1  # flag bits kept in the two lowest bits of a word's hash
+_NUMBER = 2
 
 
 def _token_hash(token: str) -> int:
-    # A bounded per-process cache: news vocabulary repeats, and hashing dominates signature time.
+    """A word's xxh3, with its two lowest bits replaced by flags: anchor word, number.
+
+    Words are classified once per process (a bounded cache: news vocabulary repeats), so the
+    signature needs no per-word Python work beyond one dictionary lookup.
+    """
     value = _token_cache.get(token)
     if value is None:
-        value = xxhash.xxh3_64_intdigest(token.encode("utf-8"))
+        value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~3
+        if token not in common_words() and (len(token) >= 3 or not token.isalpha()):
+            value |= _ANCHOR
+        if token.isdigit() and len(token) >= 2:
+            value |= _NUMBER
         if len(_token_cache) > 500_000:
             _token_cache.clear()
         _token_cache[token] = value
     return value
+
+
+def _hash_words(tokens: list[str]) -> np.ndarray:
+    """The flagged hash of every word (see :func:`_token_hash`)."""
+    get = _token_cache.get
+    return np.array([get(w) or _token_hash(w) for w in tokens], dtype=np.uint64)
 
 
 def words(match_text: str) -> list[str]:
@@ -85,33 +101,27 @@ def words(match_text: str) -> list[str]:
     return [w for w in match_text.split() if w.isalnum()]
 
 
-def _strip_dateline(tokens: list[str], raw_tokens: list[str]) -> list[str]:
-    """Drop a leading dateline ("الرياض - واس :"): tokens before a colon among the first eight."""
-    head = raw_tokens[:10]
+def _dateline_words(match_body: str) -> int:
+    """Words of a leading dateline ("الرياض - واس :"): those before a colon among the first ten tokens."""
+    head = match_body[:200].split()[:10]
     if ":" in head:
-        cut = head.index(":")
-        skipped = sum(1 for w in raw_tokens[:cut] if w.isalnum())
-        return tokens[skipped:]
-    return tokens
+        return sum(1 for w in head[: head.index(":")] if w.isalnum())
+    return 0
 
 
 def _shingle_hashes(hashes: np.ndarray, k: int) -> np.ndarray:
+    """Hashes of the word k-grams, in text order (repeats kept: they change no minimum)."""
     if len(hashes) < k:
         return hashes if len(hashes) else np.zeros(1, dtype=np.uint64)
     acc = hashes[: len(hashes) - k + 1] * _SHINGLE_MUL[0]
     for j in range(1, k):
         acc = acc ^ (hashes[j : len(hashes) - k + 1 + j] * _SHINGLE_MUL[j])
-    return np.unique(acc)
+    return acc
 
 
-def _minhash16(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """MinHash with multiply-shift permutations; each 32-bit minimum is folded to 16 bits."""
-    mins = ((shingles[:, None] * a[None, :] + b[None, :]) >> _U64(32)).min(axis=0)
+def _fold16(mins: np.ndarray) -> np.ndarray:
+    """32-bit MinHash minima folded to 16 bits (collisions 1 in 65,536: a negligible bias)."""
     return ((mins * _U64(0x9E3779B1)) >> _U64(16)).astype(np.uint16)
-
-
-def _u16(values: list[int]) -> list[int]:
-    return [v & 0xFFFF for v in values]
 
 
 def minute_of(at: datetime | None) -> int:
@@ -143,57 +153,110 @@ class Signature:
     paragraphs: bytes  # uint32 SimHash per paragraph
     paragraph_words: bytes  # uint8 word count per paragraph (capped at 255)
     numbers: bytes = b""  # sorted uint16 hashes of the first distinct numbers of the story
+    n_anchors: int = 0  # distinct anchor words (the sketch keeps the smallest ANCHOR_SKETCH hashes)
+    # The first BAND_MINIMA body minima at full 32 bits: the LSH band keys. Kept in the database copy
+    # (rebuild needs them) but not in Redis, where the bands themselves are the index.
+    minima: bytes = b""
+    body_bits: int = 16  # 8 in a Redis record (see to_bytes)
 
-    def to_bytes(self) -> bytes:
-        """The storage form: a fixed header, then the vectors."""
+    def to_bytes(self, *, record: bool = False) -> bytes:
+        """The storage form: a fixed header, then the vectors.
+
+        ``record=True`` gives the smaller form Redis keeps: no band minima (the bands are the index)
+        and the body MinHash cut to 8 bits a value (b-bit MinHash: 64 bytes instead of 128, the
+        chance agreement of 1/256 is taken out again by :func:`worker.neardup.compare.features`).
+        """
+        kept = b"" if record else self.minima
+        body = self.body
+        flags = 0
+        if record or self.body_bits == 8:
+            body = np.frombuffer(self.body, dtype=self.body_dtype()).astype(np.uint8).tobytes()
+            flags |= _FLAG_BODY8
         head = _HEADER.pack(
             FORMAT_VERSION,
-            0,
+            flags,
             self.published_minute,
             self.source_hash,
             self.digest,
             min(self.n_words, 0xFFFF),
             min(self.n_shingles, 0xFFFF),
-            len(self.body) // 2,
+            min(self.n_anchors, 0xFFFF),
+            len(body) if flags & _FLAG_BODY8 else len(body) // 2,
             len(self.lede) // 2,
             len(self.title) // 2,
             len(self.anchors) // 2,
             len(self.numbers) // 2,
+            len(kept) // 4,
         )
         return b"".join(
             (
                 head,
                 bytes([len(self.paragraph_words)]),
-                self.body,
+                body,
                 self.lede,
                 self.title,
                 self.anchors,
                 self.paragraphs,
                 self.paragraph_words,
                 self.numbers,
+                kept,
             )
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Signature:
         """Inverse of :meth:`to_bytes`."""
-        (version, _flags, minute, source_hash, digest, n_words, n_shingles, nb, nl, nt, na, nn) = (
-            _HEADER.unpack_from(data)
-        )
+        (
+            version,
+            flags,
+            minute,
+            source_hash,
+            digest,
+            n_words,
+            n_shingles,
+            n_anchors,
+            nb,
+            nl,
+            nt,
+            na,
+            nn,
+            nm,
+        ) = _HEADER.unpack_from(data)
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown signature format {version}")
         pos = _HEADER.size
         npar = data[pos]
         pos += 1
         parts = []
-        for size in (2 * nb, 2 * nl, 2 * nt, 2 * na, 4 * npar, npar, 2 * nn):
+        body_bytes = 1 if flags & _FLAG_BODY8 else 2
+        for size in (body_bytes * nb, 2 * nl, 2 * nt, 2 * na, 4 * npar, npar, 2 * nn, 4 * nm):
             parts.append(bytes(data[pos : pos + size]))
             pos += size
-        return cls(minute, source_hash, digest, n_words, n_shingles, *parts)
+        body, lede, title, anchors, paragraphs, paragraph_words, numbers, minima = parts
+        return cls(
+            published_minute=minute,
+            source_hash=source_hash,
+            digest=digest,
+            n_words=n_words,
+            n_shingles=n_shingles,
+            body=body,
+            lede=lede,
+            title=title,
+            anchors=anchors,
+            paragraphs=paragraphs,
+            paragraph_words=paragraph_words,
+            numbers=numbers,
+            n_anchors=n_anchors,
+            minima=minima,
+            body_bits=8 * body_bytes,
+        )
 
     # Decoded views, for comparison.
+    def body_dtype(self) -> str:
+        return "<u2" if self.body_bits == 16 else "u1"
+
     def body_array(self) -> np.ndarray:
-        return np.frombuffer(self.body, dtype="<u2")
+        return np.frombuffer(self.body, dtype=self.body_dtype())
 
     def lede_array(self) -> np.ndarray:
         return np.frombuffer(self.lede, dtype="<u2")
@@ -201,10 +264,18 @@ class Signature:
     def band_keys(self, rows: int, bands: int, lede_bands: int) -> list[int]:
         """32-bit LSH band keys: ``bands`` body bands of ``rows`` values each, then lede bands of 2."""
         keys = []
-        body = self.body
-        for band in range(bands):
-            chunk = body[2 * band * rows : 2 * (band + 1) * rows]
-            keys.append(xxhash.xxh32_intdigest(chunk, seed=band))
+        if rows == 1:
+            if len(self.minima) < 4 * bands:
+                raise ValueError("this signature keeps too few 32-bit minima for single-row bands")
+            keys = [
+                xxhash.xxh32_intdigest(self.minima[4 * band : 4 * band + 4], seed=band)
+                for band in range(bands)
+            ]
+        else:
+            body = self.body
+            for band in range(bands):
+                chunk = body[2 * band * rows : 2 * (band + 1) * rows]
+                keys.append(xxhash.xxh32_intdigest(chunk, seed=band))
         lede = self.lede
         for band in range(lede_bands):
             chunk = lede[4 * band : 4 * band + 4]
@@ -226,49 +297,58 @@ def signature(
     ``paragraphs_match`` defaults to the lines of ``match_body`` (the normalize stage joins the match
     forms of the paragraphs with newlines).
     """
-    if paragraphs_match is None:
-        paragraphs_match = [p for p in match_body.split("\n") if p.strip()]
-    raw_tokens = match_body.split()
-    tokens = [w for w in raw_tokens if w.isalnum()]
-    hashes = np.fromiter((_token_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
+    lines = match_body.split("\n")
+    if paragraphs_match is None or paragraphs_match == lines:
+        # The usual case: the paragraphs are the body's lines, so one pass tokenizes both.
+        para_tokens = [[w for w in line.split() if w.isalnum()] for line in lines]
+        tokens = [w for p in para_tokens for w in p]
+        same_words = True
+    else:
+        para_tokens = [words(text) for text in paragraphs_match]
+        tokens = words(match_body)
+        same_words = False
+    hashes = _hash_words(tokens)
 
+    # One matrix of permuted shingle hashes serves the body MinHash (all rows) and the lede MinHash
+    # (the rows of the lede's shingles, first LEDE_HASHES permutations).
     shingles = _shingle_hashes(hashes, SHINGLE)
-    body = _minhash16(shingles, _BODY_A, _BODY_B)
-
-    lede_tokens = _strip_dateline(tokens, raw_tokens)[:LEDE_WORDS]
-    lede_hashes = np.fromiter((_token_hash(w) for w in lede_tokens), dtype=np.uint64, count=len(lede_tokens))
-    lede = _minhash16(_shingle_hashes(lede_hashes, 2), _LEDE_A, _LEDE_B)
+    permuted = (shingles[:, None] * _BODY_A[None, :] + _BODY_B[None, :]) >> _U64(32)
+    mins = permuted.min(axis=0)
+    body = _fold16(mins)
+    skip = min(_dateline_words(match_body), max(0, len(shingles) - 1))
+    lede = _fold16(permuted[skip : skip + LEDE_WORDS - SHINGLE + 1, :LEDE_HASHES].min(axis=0))
 
     title_words = [w for w in words(match_title) if w not in _IGNORED_TITLE_WORDS]
-    title = sorted({_token_hash(w) & 0xFFFF for w in title_words})[:MAX_TITLE_WORDS]
+    title_hashes = _hash_words(title_words)
+    title = sorted({(_token_cache[w] >> 16) & 0xFFFF for w in title_words})[:MAX_TITLE_WORDS]
 
-    common = common_words()
-    anchor_words = {
-        w for w in title_words + tokens if w not in common and (len(w) >= 3 or any(c.isdigit() for c in w))
-    }
-    anchors = sorted({(_token_hash(w) >> 20) & 0xFFFF for w in anchor_words})[:ANCHOR_SKETCH]
-    first_numbers: dict[str, None] = {}
-    for w in title_words + tokens:
-        if w.isdigit() and len(w) >= 2 and len(first_numbers) < MAX_NUMBERS:
-            first_numbers[w] = None
-    numbers = sorted({(_token_hash(w) >> 36) & 0xFFFF for w in first_numbers})
+    every = np.concatenate((title_hashes, hashes))
+    flags = every & _U64(3)
+    all_anchors = np.unique((every[(flags & _U64(_ANCHOR)) != 0] >> _U64(20)) & _U64(0xFFFF))
+    anchors = all_anchors[:ANCHOR_SKETCH]
+    found = every[(flags & _U64(_NUMBER)) != 0]
+    _, first = np.unique(found, return_index=True)
+    numbers = np.unique((found[np.sort(first)[:MAX_NUMBERS]] >> _U64(36)) & _U64(0xFFFF))
 
     # One SimHash per paragraph, all paragraphs at once: a word's 32 bits vote +1/-1, summed per
     # paragraph with reduceat (a numpy call per paragraph would cost more than the whole signature).
-    para_tokens = [words(text) for text in paragraphs_match[:MAX_PARAGRAPHS]]
-    para_tokens = [p for p in para_tokens if p]
-    para_words = [min(len(p), 255) for p in para_tokens]
+    kept = [i for i, p in enumerate(para_tokens) if p][:MAX_PARAGRAPHS]
+    para_words = [min(len(para_tokens[i]), 255) for i in kept]
     para_hashes: list[int] = []
-    if para_tokens:
-        total = sum(len(p) for p in para_tokens)
-        if total == len(tokens):
-            ph = hashes  # the paragraphs are the body's lines: their words are hashed already
+    if kept:
+        if same_words:
+            offsets = np.cumsum([0] + [len(p) for p in para_tokens])
+            ph = (
+                np.concatenate([hashes[offsets[i] : offsets[i + 1]] for i in kept])
+                if len(kept) < len(para_tokens)
+                else hashes
+            )
         else:
-            flat = [w for p in para_tokens for w in p]
-            ph = np.fromiter((_token_hash(w) for w in flat), dtype=np.uint64, count=len(flat))
-        votes = ((ph[:, None] & _BITS32[None, :]) != 0).astype(np.int32)
-        starts = np.cumsum([0] + [len(p) for p in para_tokens[:-1]])
-        sums = np.add.reduceat(votes, starts, axis=0) * 2 > np.array([len(p) for p in para_tokens])[:, None]
+            ph = _hash_words([w for i in kept for w in para_tokens[i]])
+        lengths = np.array([len(para_tokens[i]) for i in kept])
+        votes = (((ph >> _U64(32))[:, None] & _BITS32[None, :]) != 0).astype(np.int32)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        sums = np.add.reduceat(votes, starts, axis=0) * 2 > lengths[:, None]
         para_hashes = (sums.astype(np.uint64) * _BITS32[None, :]).sum(axis=1).tolist()
 
     digest = xxhash.xxh3_64_digest(match_title.encode("utf-8") + b"\x1f" + match_body.encode("utf-8"))[:6]
@@ -281,8 +361,10 @@ def signature(
         body=body.astype("<u2").tobytes(),
         lede=lede.astype("<u2").tobytes(),
         title=np.array(title, dtype="<u2").tobytes(),
-        anchors=np.array(anchors, dtype="<u2").tobytes(),
+        anchors=anchors.astype("<u2").tobytes(),
         paragraphs=np.array(para_hashes, dtype="<u4").tobytes(),
         paragraph_words=bytes(para_words),
-        numbers=np.array(numbers, dtype="<u2").tobytes(),
+        numbers=numbers.astype("<u2").tobytes(),
+        n_anchors=len(all_anchors),
+        minima=mins[:BAND_MINIMA].astype("<u4").tobytes(),
     )
