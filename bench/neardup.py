@@ -15,7 +15,7 @@ Reported per split: pairwise precision, recall and F1 of "same story" over all p
 Then, on the held-out days, datasketch's MinHashLSH (128 permutations, the same word 3-grams, its
 threshold chosen on the tuning days, Redis storage) on the same deliveries: F1 and the dedup-stage
 throughput ratio (both sides timed from match form to decision, normalization excluded). Finally
-100,000 stories are indexed (corpus sentences recombined into distinct stories in one window) to
+100,000 stories are indexed (written by a word-bigram model of the other corpus days, one window) to
 report the median dedup cost per story at that size and Redis bytes per indexed story (MEMORY USAGE
 summed over the index's keys). Every key is written under a private prefix deleted at the end.
 """
@@ -23,6 +23,7 @@ summed over the index's keys). Every key is written under a private prefix delet
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -358,16 +359,41 @@ def fit_thresholds(prepared: Sequence[Prepared]) -> tuple[np.ndarray, list[tuple
 
 
 def filler_stories(prepared: Sequence[Prepared], n: int, seed: int) -> list[tuple[str, str, list[str]]]:
-    """``n`` distinct stories made of corpus sentences recombined: (title, body, paragraphs) in match form."""
+    """``n`` distinct stories written by a word-bigram model of ``prepared``: (title, body, paragraphs).
+
+    They read like news to the index (the same common phrases, names and places, in the same
+    proportions) without being copies of any article, as the other news of a busy week would be.
+    Recombining whole corpus sentences instead would make every sentence recur in dozens of
+    stories, which no real week does.
+    """
     rnd = random.Random(seed)
-    sentences = [
-        s for p in prepared for para in p.paragraphs for s in para.split(" . ") if len(s.split()) >= 6
-    ]
-    titles = [p.match_title for p in prepared if p.match_title]
+    successors: dict[str, list[str]] = defaultdict(list)
+    starts: list[str] = []
+    for p in prepared:
+        for para in p.paragraphs:
+            words = para.split()
+            if len(words) < 4:
+                continue
+            starts.append(words[0])
+            for x, y in itertools.pairwise(words):
+                successors[x].append(y)
+    lengths = [len(p.match_body.split()) for p in prepared if p.match_body]
     out = []
     for _ in range(n):
-        paras = [" . ".join(rnd.sample(sentences, rnd.randint(1, 3))) for _ in range(rnd.randint(2, 7))]
-        out.append((rnd.choice(titles), "\n".join(paras), paras))
+        target = max(40, rnd.choice(lengths))
+        paras: list[str] = []
+        total = 0
+        while total < target:
+            word = rnd.choice(starts)
+            written = [word]
+            for _ in range(rnd.randint(15, 60)):
+                nxt = successors.get(word)
+                word = rnd.choice(nxt) if nxt else rnd.choice(starts)
+                written.append(word)
+            paras.append(" ".join(written))
+            total += len(written)
+        title_words = paras[0].split()[: rnd.randint(5, 10)]
+        out.append((" ".join(title_words), "\n".join(paras), paras))
     return out
 
 
