@@ -64,7 +64,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        return "memory://" if self.redis_url is None else self.redis_url.get_secret_value()
+        return "memory://localhost/" if self.redis_url is None else self.redis_url.get_secret_value()
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.delivery import STATUSES, Delivery
+from models.sources import SourceHealth
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
-__all__ = ["STATUSES", "Base", "Delivery", "Fingerprint", "SourceKey", "Story", "StoryVersion"]
+__all__ = ["STATUSES", "Base", "Delivery", "Fingerprint", "SourceHealth", "SourceKey", "Story", "StoryVersion"]

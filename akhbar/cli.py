@@ -1,0 +1,310 @@
+"""The ``akhbar`` command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from akhbar.logging import configure_logging, get_logger
+from akhbar.settings import Settings, get_settings
+
+app = typer.Typer(help="Streaming ingestion of Arabic news wire stories.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+stories_app = typer.Typer(help="Look at stored stories.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(stories_app, name="stories")
+app.add_typer(db_app, name="db")
+
+log = get_logger("akhbar.cli")
+
+SUMMARY_KEYS = ("received", "new", "duplicate", "near_duplicate", "update", "rejected")
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _err(message: str) -> None:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+
+
+def ensure_schema(settings: Settings, *, auto: bool) -> None:
+    """Upgrade the embedded default database in place; refuse to run on an outdated server schema."""
+    from models.session import current_revision, head_revision, upgrade
+
+    head = head_revision(settings.database_url)
+    current = current_revision(settings.database_url)
+    if current == head:
+        return
+    if auto:
+        upgrade(settings.database_url)
+        return
+    _err(f"the database is at revision {current or 'none'}, this akhbar needs {head}: run `akhbar db upgrade`")
+    raise typer.Exit(2)
+
+
+def _progress(total: int | None, description: str, enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="Seed files, JSON/JSONL(.gz) files, directories, or - for stdin.")],
+    source: Annotated[str | None, typer.Option(help="Source name for records that do not name one.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every delivery is committed, then summarize.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    live: Annotated[bool, typer.Option(help="Publish on the live queue instead of the bulk one.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds (0: never).")] = 0.0,
+) -> None:
+    """Publish deliveries to the queue and (by default) wait until all are processed."""
+    settings = _settings()
+    from producers.files import iter_paths
+    from producers.publish import Publisher
+
+    for path in paths:
+        if str(path) != "-" and not path.exists():
+            _err(f"no such file or directory: {path}")
+            raise typer.Exit(2)
+    ensure_schema(settings, auto=settings.embedded)
+    run_id = uuid.uuid4().hex
+    tty = sys.stderr.isatty() and not as_json
+    publisher = Publisher(settings)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        if settings.embedded:
+            from worker.embedded import embedded_worker
+
+            stack.enter_context(embedded_worker(publisher.app, [settings.queue_live, settings.queue_bulk]))
+        progress = stack.enter_context(_progress(None, "publishing", tty))
+        task = progress.add_task("published", total=None)
+        ids = publisher.publish(iter_paths(paths, source=source, settings=settings), live=live, run_id=run_id,
+                                on_sent=lambda batch: progress.advance(task, len(batch)))
+        progress.update(task, total=len(ids), completed=len(ids))
+        log.info("replay_published", run_id=run_id, deliveries=len(ids))
+        counts: dict[str, int] = {}
+        if wait and ids:
+            counts = _wait(settings, run_id, len(ids), progress, timeout)
+    seconds = time.perf_counter() - started
+    summary: dict[str, Any] = {"received": len(ids)}
+    summary.update({key: counts.get(key, 0) for key in SUMMARY_KEYS[1:]})
+    summary.update({"seconds": round(seconds, 3),
+                    "stories_per_second": round(len(ids) / seconds, 1) if seconds > 0 else 0.0,
+                    "run_id": run_id})
+    if not wait:
+        summary["waited"] = False
+    if as_json:
+        typer.echo(orjson.dumps(summary).decode())
+    else:
+        _print_summary(summary)
+    if wait and sum(counts.get(k, 0) for k in SUMMARY_KEYS[1:]) < len(ids):
+        raise typer.Exit(1)
+
+
+def _wait(settings: Settings, run_id: str, total: int, progress: Any, timeout: float) -> dict[str, int]:
+    from models.ingest import status_counts
+    from models.session import session_factory
+
+    sessions = session_factory(settings.database_url)
+    task = progress.add_task("processed", total=total)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    last_done, last_change, warned = -1, time.monotonic(), False
+    interval = 0.05
+    while True:
+        with sessions() as session:
+            counts = status_counts(session, run_id)
+        done = sum(counts.values())
+        progress.update(task, completed=done)
+        if done >= total:
+            return counts
+        now = time.monotonic()
+        if done != last_done:
+            last_done, last_change = done, now
+        elif not warned and now - last_change > 30:
+            warned = True
+            log.warning("replay_waiting", processed=done, published=total,
+                        hint="no progress for 30 s: is an `akhbar worker` running against this broker?")
+        if deadline is not None and now > deadline:
+            log.error("replay_timeout", processed=done, published=total)
+            return counts
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="replay", show_header=False)
+    for key in (*SUMMARY_KEYS, "seconds", "stories_per_second"):
+        table.add_row(key, str(summary.get(key, "")))
+    Console().print(table)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes.")] = 2,
+    queues: Annotated[str | None, typer.Option("--queues", "-Q", help="Comma-separated queues, first consumed first.")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo, threads.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+) -> None:
+    """Run a Celery worker with akhbar's settings (any number, on any machine)."""
+    settings = _settings()
+    if settings.embedded:
+        _err("AKHBAR_REDIS_URL is not set: a separate worker needs a Redis broker "
+             "(in embedded mode `akhbar replay` runs its own worker)")
+        raise typer.Exit(2)
+    ensure_schema(settings, auto=False)
+    from worker.app import create_app
+
+    celery_app = create_app(settings)
+    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
+            f"--queues={queues or f'{settings.queue_live},{settings.queue_bulk}'}", "--without-gossip",
+            "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+def export_row(delivery: Any, story: Any) -> dict[str, Any]:
+    """One delivery in the export format (documented in the README; keep it stable)."""
+    from producers.records import split_paragraphs
+
+    body = "\n".join(split_paragraphs(delivery.body, delivery.format)) if delivery.body else delivery.body
+    return {
+        "delivery_id": delivery.id,
+        "source": delivery.source,
+        "status": delivery.status,
+        "story_id": delivery.story_id,
+        "duplicate_of": delivery.duplicate_of,
+        "version": delivery.version,
+        "title": delivery.title,
+        "body": body,
+        "normalized_title": story.normalized_title if story is not None else None,
+        "language": story.language if story is not None else None,
+        "enrichment": story.enrichment if story is not None else None,
+        "error": delivery.error,
+        "received_at": delivery.received_at.isoformat(),
+        "processed_at": delivery.processed_at.isoformat() if delivery.processed_at else None,
+    }
+
+
+@app.command()
+def export(out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None) -> None:
+    """One JSON line per delivery, in receipt order."""
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from models.queries import iter_export_rows
+    from models.session import session_factory
+
+    stream = out.open("wb") if out else sys.stdout.buffer
+    count = 0
+    try:
+        with session_factory(settings.database_url)() as session:
+            for delivery, story in iter_export_rows(session):
+                stream.write(orjson.dumps(export_row(delivery, story)) + b"\n")
+                count += 1
+    finally:
+        if out:
+            stream.close()
+        else:
+            stream.flush()
+    log.info("export_written", deliveries=count, out=str(out) if out else "stdout")
+
+
+@stories_app.command("list")
+def stories_list(
+    limit: Annotated[int, typer.Option(help="How many stories.")] = 20,
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+) -> None:
+    """The most recent stories."""
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from models.queries import list_stories
+    from models.session import session_factory
+
+    with session_factory(settings.database_url)() as session:
+        rows = list_stories(session, limit=limit, source=source)
+    if as_json:
+        for story, n in rows:
+            typer.echo(orjson.dumps({"story_id": story.id, "source": story.source, "title": story.title,
+                                     "version": story.version, "deliveries": n,
+                                     "language": story.language}).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "source", "title", "versions", "deliveries", "language")
+    for story, n in rows:
+        table.add_row(str(story.id), story.source, (story.title or "")[:70], str(story.version), str(n),
+                      story.language or "")
+    Console().print(table)
+
+
+@stories_app.command("show")
+def stories_show(story_id: int, as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False) -> None:
+    """One story: its text, enrichment, versions (with what changed) and deliveries."""
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from models.queries import story_detail
+    from models.session import session_factory
+
+    with session_factory(settings.database_url)() as session:
+        detail = story_detail(session, story_id)
+    if detail is None:
+        _err(f"no story {story_id}")
+        raise typer.Exit(1)
+    story = detail["story"]
+    doc = {
+        "story_id": story.id, "source": story.source, "source_id": story.source_id, "title": story.title,
+        "paragraphs": story.paragraphs, "normalized_title": story.normalized_title, "language": story.language,
+        "published_at": story.published_at.isoformat() if story.published_at else None,
+        "version": story.version, "withdrawn": story.withdrawn, "enrichment": story.enrichment,
+        "enrichment_version": story.enrichment_version,
+        "versions": [{"version": v.version, "delivery_id": v.delivery_id, "title": v.title,
+                      "changes": v.changes, "created_at": v.created_at.isoformat()} for v in detail["versions"]],
+        "deliveries": [{**d, "received_at": d["received_at"].isoformat()} for d in detail["deliveries"]],
+    }
+    if as_json:
+        typer.echo(orjson.dumps(doc).decode())
+        return
+    from rich.console import Console
+
+    Console().print_json(orjson.dumps(doc).decode())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the migrations (run as a role allowed to change the schema)."""
+    settings = _settings()
+    from models.session import current_revision, upgrade
+
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at revision {current_revision(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's revision and the code's head revision."""
+    settings = _settings()
+    from models.session import current_revision, head_revision
+
+    typer.echo(f"current: {current_revision(settings.database_url)}  head: {head_revision(settings.database_url)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,102 @@
+"""The one publishing path: validated deliveries and rejections to ``akhbar.ingest`` messages.
+
+Every producer (replay, drop folder, feeds, HTTP push) ends here. Deliveries are wrapped in
+:class:`~worker.messages.DeliveryMessage` with a fresh time-ordered delivery id, grouped into
+micro-batches of up to ``batch_size``, and sent to the live or bulk queue. :meth:`Publisher.publish`
+returns only once the broker has accepted every message (Redis answered the LPUSH).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from celery import Celery
+
+from akhbar.settings import Settings, get_settings
+from worker.messages import Delivery, DeliveryMessage, IngestBatch, Rejection, new_delivery_id
+
+log = structlog.get_logger("akhbar.publish")
+
+# Connection errors while publishing are retried by kombu with this policy before surfacing.
+RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
+
+
+class Publisher:
+    """Publishes deliveries to the queue; one per process is enough (thread-safe sends)."""
+
+    def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
+        from worker.app import create_app
+
+        self.settings = settings or get_settings()
+        self.app = app or create_app(self.settings)
+        self._redis: Any = None
+
+    def wrap(self, item: Delivery | Rejection, *, run_id: str | None, correlation_id: str) -> DeliveryMessage:
+        """The queue message for one delivery or rejection."""
+        if isinstance(item, Delivery):
+            return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                                   correlation_id=correlation_id, run_id=run_id, record=item)
+        return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                               correlation_id=correlation_id, run_id=run_id, rejected=item)
+
+    def send(self, messages: list[DeliveryMessage], *, live: bool = False) -> None:
+        """Send one micro-batch as one ``akhbar.ingest`` message; returns once the broker has it."""
+        queue = self.settings.queue_live if live else self.settings.queue_bulk
+        batch = IngestBatch(deliveries=messages)
+        correlation_id = messages[0].correlation_id
+        self.app.send_task(
+            "akhbar.ingest", kwargs=batch.model_dump(mode="json", exclude_defaults=True) | {"v": 1},
+            queue=queue, routing_key=queue, headers={"correlation_id": correlation_id},
+            retry=True, retry_policy=RETRY_POLICY,
+        )
+
+    def publish(self, items: Iterable[Delivery | Rejection], *, live: bool = False, run_id: str | None = None,
+                correlation_id: str | None = None,
+                on_sent: Callable[[list[DeliveryMessage]], None] | None = None) -> list[str]:
+        """Publish every item; return the delivery ids once all are accepted by the broker.
+
+        ``on_sent`` is called after each micro-batch is accepted (progress bars, publish ledgers).
+        """
+        correlation_id = correlation_id or run_id or uuid.uuid4().hex
+        size = self.settings.batch_size
+        ids: list[str] = []
+        pending: list[DeliveryMessage] = []
+        for item in items:
+            pending.append(self.wrap(item, run_id=run_id, correlation_id=correlation_id))
+            if len(pending) >= size:
+                self._flush(pending, live, on_sent, ids)
+                pending = []
+        if pending:
+            self._flush(pending, live, on_sent, ids)
+        return ids
+
+    def _flush(self, pending: list[DeliveryMessage], live: bool,
+               on_sent: Callable[[list[DeliveryMessage]], None] | None, ids: list[str]) -> None:
+        self.send(pending, live=live)
+        ids.extend(m.delivery_id for m in pending)
+        log.debug("batch_published", deliveries=len(pending), live=live)
+        if on_sent is not None:
+            on_sent(pending)
+
+    def queue_depth(self) -> int:
+        """Messages waiting on the live and bulk queues (0 in embedded mode, which never backs up)."""
+        if self.settings.redis_url is None:
+            return 0
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self.settings.redis_url.get_secret_value())
+        prefix = f"{self.settings.redis_prefix}:"
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in (self.settings.queue_live, self.settings.queue_bulk):
+            pipe.llen(prefix + queue)
+        return int(sum(pipe.execute()))
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None

@@ -1,0 +1,96 @@
+"""The Celery application factory. Every non-default setting says why.
+
+Delivery contract: a message is acknowledged only after the task's transaction has committed
+(``task_acks_late``), redelivered if the process running it dies (``task_reject_on_worker_lost``),
+and each worker process reserves one message at a time (prefetch 1) so a crash or a slow batch
+holds back as little as possible. https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+
+from __future__ import annotations
+
+import orjson
+from celery import Celery
+from kombu import Exchange, Queue
+from kombu.serialization import register
+
+from akhbar.settings import Settings, get_settings
+
+SERIALIZER = "json-utf8"
+
+
+def _dumps(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+def _loads(data: bytes | str) -> object:
+    return orjson.loads(data)
+
+
+# Celery's default JSON encoder escapes every Arabic letter as \uXXXX (6 bytes for a 2-byte letter).
+# orjson writes UTF-8; the content type stays application/json, the only one workers accept, so a
+# pickle (or any other) message is refused before it is decoded.
+register(SERIALIZER, _dumps, _loads, content_type="application/json", content_encoding="utf-8")
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app for ``settings`` (the environment's by default)."""
+    settings = settings or get_settings()
+    app = Celery("akhbar")
+    exchange = Exchange("akhbar", type="direct")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # A reserved but unacknowledged message goes back to the queue after this many seconds:
+            # it must exceed the longest task (task_time_limit), or a slow batch runs twice.
+            # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+            "visibility_timeout": settings.visibility_timeout,
+            # Private key prefix: several deployments (or test runs) can share one Redis database.
+            "global_keyprefix": f"{settings.redis_prefix}:",
+            # Consume the live queue before the bulk one whenever both hold messages.
+            "queue_order_strategy": "priority",
+        },
+        task_serializer=SERIALIZER,
+        accept_content=["application/json"],
+        # Arabic text compresses about 3:1; the Redis transport base64-encodes bodies anyway, so the
+        # compressed body is the smallest message on the wire and in Redis memory.
+        task_compression="zlib",
+        # Outcomes live in the database, the authority; a result backend would only add writes.
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # With acks_late, a lost broker connection would otherwise let a running task finish while
+        # its message is redelivered elsewhere. https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-cancel-long-running-tasks-on-connection-loss
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Bounded work per message: a batch of 50 stories takes well under a second; a task still
+        # running after the soft limit is a hang (quarantined), the hard limit kills the process.
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_queues=(
+            Queue(settings.queue_live, exchange, routing_key=settings.queue_live),
+            Queue(settings.queue_bulk, exchange, routing_key=settings.queue_bulk),
+        ),
+        task_default_queue=settings.queue_bulk,
+        task_default_exchange="akhbar",
+        task_default_routing_key=settings.queue_bulk,
+        task_create_missing_queues=False,
+        # akhbar configures logging itself (structlog owns the root logger).
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        # Bound the memory of a long-running pool child (KiB): it is replaced after its current task.
+        worker_max_memory_per_child=600_000,
+        enable_utc=True,
+    )
+    app.akhbar_settings = settings  # type: ignore[attr-defined]
+    from worker.tasks import register_tasks
+
+    register_tasks(app)
+    # Evaluate the task registry now: a worker started in a thread (embedded mode) reads it before
+    # anything else would have finalized the app.
+    app.finalize()
+
+    return app
