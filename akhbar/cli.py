@@ -18,9 +18,11 @@ from akhbar.settings import Settings, get_settings
 app = typer.Typer(help="Streaming ingestion of Arabic news wire stories.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 stories_app = typer.Typer(help="Look at stored stories.", no_args_is_help=True)
+sources_app = typer.Typer(help="Health of the configured sources.", invoke_without_command=True)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(stories_app, name="stories")
 app.add_typer(db_app, name="db")
+app.add_typer(sources_app, name="sources")
 
 log = get_logger("akhbar.cli")
 
@@ -304,6 +306,82 @@ def db_current() -> None:
     from models.session import current_revision, head_revision
 
     typer.echo(f"current: {current_revision(settings.database_url)}  head: {head_revision(settings.database_url)}")
+
+
+@app.command()
+def produce(
+    config: Annotated[Path, typer.Option(help="Sources file (see sources.toml).")] = Path("sources.toml"),
+    only: Annotated[list[str] | None, typer.Option(help="Run only these sources (repeatable).")] = None,
+) -> None:
+    """Run the long-running producers of a sources file (feeds, drop folders, push) until stopped."""
+    settings = _settings()
+    if not config.exists():
+        _err(f"no such sources file: {config}")
+        raise typer.Exit(2)
+    ensure_schema(settings, auto=settings.is_sqlite)
+    from producers.runner import produce as run_produce
+
+    run_produce(config, settings=settings, only=only or None)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option(help="Sources file whose push sources to serve.")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve the HTTP push endpoint (POST deliveries as JSON; OpenAPI at /openapi.json)."""
+    settings = _settings()
+    ensure_schema(settings, auto=settings.is_sqlite)
+    from producers.runner import serve as run_serve
+
+    run_serve(config, host=host, port=port, settings=settings)
+
+
+@sources_app.callback()
+def sources(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+    """Every source's state, last seen item, items, failures and next poll."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings()
+    ensure_schema(settings, auto=settings.is_sqlite)
+    from producers.runner import source_rows
+
+    rows = source_rows(settings.database_url)
+    if as_json:
+        for row in rows:
+            typer.echo(orjson.dumps(row).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = ("name", "kind", "state", "last_seen", "next_poll", "items", "failures", "failure_score", "last_error")
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c])[:60] for c in columns))
+    Console().print(table)
+
+
+@sources_app.command("enable")
+def sources_enable(name: str) -> None:
+    """Re-enable a source (a running producer picks it up within 30 s)."""
+    _set_source(name, "active")
+
+
+@sources_app.command("disable")
+def sources_disable(name: str) -> None:
+    """Disable a source."""
+    _set_source(name, "disabled")
+
+
+def _set_source(name: str, state: str) -> None:
+    settings = _settings()
+    from producers.runner import set_source_state
+
+    if not set_source_state(settings.database_url, name, state):
+        _err(f"no source named {name!r} has run yet")
+        raise typer.Exit(1)
+    typer.echo(f"{name}: {state}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Near-duplicate index window.
     neardup_window_days: int = 7
 
+    # Push endpoint bearer tokens, "sender:token,sender:token" (or AKHBAR_PUSH_TOKENS_FILE in sources.toml).
+    push_tokens: SecretStr | None = None
+
     log_level: str = "INFO"
     # "auto": console renderer on a TTY, JSON lines otherwise.
     log_format: str = "auto"
