@@ -137,7 +137,10 @@ def parse_json_record(raw: bytes, *, default_source: str, max_bytes: int, max_de
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        code = "too_deep" if "recursion" in str(exc).lower() else "invalid_json"
+        # orjson refuses lone surrogates and nesting past 1,024 levels itself; name those precisely.
+        text_error = str(exc).lower()
+        code = ("too_deep" if "depth" in text_error or "recursion" in text_error
+                else "lone_surrogate" if "surrogate" in text_error else "invalid_json")
         return Rejection.of(code, f"invalid JSON: {exc}", source=default_source, raw=raw, format=format)
     if not isinstance(value, dict):
         return Rejection.of("not_an_object", f"expected a JSON object, got {type(value).__name__}",

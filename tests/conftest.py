@@ -83,3 +83,35 @@ def read_corpus(limit: int | None = None) -> list[dict]:
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+@pytest.fixture(scope="session")
+def migrated_pg(pg_url: str) -> str:
+    """The session's PostgreSQL database, migrated to head with Alembic (never create_all)."""
+    from models.session import upgrade
+
+    upgrade(pg_url)
+    return pg_url
+
+
+@pytest.fixture()
+def db_session(migrated_pg: str) -> Iterator[object]:
+    """A session inside an outer transaction that is rolled back after the test.
+
+    SQLAlchemy's "joining a session into an external transaction" recipe: the code under test may
+    commit and open savepoints; nothing it does survives the test.
+    https://docs.sqlalchemy.org/en/20/orm/session_transaction.html#joining-a-session-into-an-external-transaction-such-as-for-test-suites
+    """
+    from sqlalchemy.orm import Session
+
+    from models.session import get_engine
+
+    connection = get_engine(migrated_pg).connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
