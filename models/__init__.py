@@ -2,7 +2,11 @@
 
 from models.base import Base
 from models.delivery import STATUSES, Delivery
+from models.ledger import Execution, PublishedDelivery
 from models.sources import SourceHealth
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
-__all__ = ["STATUSES", "Base", "Delivery", "Fingerprint", "SourceHealth", "SourceKey", "Story", "StoryVersion"]
+__all__ = [
+    "STATUSES", "Base", "Delivery", "Execution", "Fingerprint", "PublishedDelivery", "SourceHealth", "SourceKey",
+    "Story", "StoryVersion",
+]
