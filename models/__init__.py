@@ -7,6 +7,14 @@ from models.sources import SourceHealth
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
 __all__ = [
-    "STATUSES", "Base", "Delivery", "Execution", "Fingerprint", "PublishedDelivery", "SourceHealth", "SourceKey",
-    "Story", "StoryVersion",
+    "STATUSES",
+    "Base",
+    "Delivery",
+    "Execution",
+    "Fingerprint",
+    "PublishedDelivery",
+    "SourceHealth",
+    "SourceKey",
+    "Story",
+    "StoryVersion",
 ]
