@@ -80,7 +80,13 @@ class Settings(BaseSettings):
         return None if path in ("", ":memory:") else Path(path)
 
 
+SECRETS_DIR = Path("/run/secrets")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The process-wide settings, read once from the environment (and Docker secret files named
+    like the variables, e.g. /run/secrets/akhbar_push_tokens, when that directory exists)."""
+    if SECRETS_DIR.is_dir():
+        return Settings(_secrets_dir=SECRETS_DIR)  # type: ignore[call-arg]
     return Settings()
