@@ -38,6 +38,7 @@ BODY_HASHES = 64  # MinHash values of the body
 LEDE_HASHES = 4  # MinHash values of the lede
 LEDE_WORDS = 24
 SHINGLE = 3  # words per body shingle
+MIN_INFORMATIVE = 8  # below this many shingles with an anchor word, every shingle counts
 MAX_TITLE_WORDS = 16
 ANCHOR_SKETCH = 24  # bottom-k size of the anchor sketch
 MAX_PARAGRAPHS = 40
@@ -154,8 +155,8 @@ class Signature:
     paragraph_words: bytes  # uint8 word count per paragraph (capped at 255)
     numbers: bytes = b""  # sorted uint16 hashes of the first distinct numbers of the story
     n_anchors: int = 0  # distinct anchor words (the sketch keeps the smallest ANCHOR_SKETCH hashes)
-    # The first BAND_MINIMA body minima at full 32 bits: the LSH band keys. Kept in the database copy
-    # (rebuild needs them) but not in Redis, where the bands themselves are the index.
+    # BAND_MINIMA body minima at full 32 bits, over the informative shingles: the LSH band keys.
+    # Kept in the database copy (rebuild needs them), not in Redis, where the bands are the index.
     minima: bytes = b""
     body_bits: int = 16  # 8 in a Redis record (see to_bytes)
 
@@ -317,6 +318,17 @@ def signature(
     body = _fold16(mins)
     skip = min(_dateline_words(match_body), max(0, len(shingles) - 1))
     lede = _fold16(permuted[skip : skip + LEDE_WORDS - SHINGLE + 1, :LEDE_HASHES].min(axis=0))
+    # The band keys (the candidates' source) leave out shingles of common words only ("في الوقت
+    # الذي"): in most stories, as minima they would make every story a candidate of every other
+    # and say nothing of this one. All shingles count when too few others remain.
+    band_rows = permuted[:, :BAND_MINIMA]
+    if len(hashes) >= SHINGLE:
+        anchor = (hashes & _U64(_ANCHOR)) != 0
+        n = len(shingles)
+        informative = anchor[:n] | anchor[1 : n + 1] | anchor[2 : n + 2]
+        if np.count_nonzero(informative) >= MIN_INFORMATIVE:
+            band_rows = band_rows[informative]
+    band_minima = band_rows.min(axis=0)
 
     title_words = [w for w in words(match_title) if w not in _IGNORED_TITLE_WORDS]
     title_hashes = _hash_words(title_words)
@@ -366,5 +378,5 @@ def signature(
         paragraph_words=bytes(para_words),
         numbers=numbers.astype("<u2").tobytes(),
         n_anchors=len(all_anchors),
-        minima=mins[:BAND_MINIMA].astype("<u4").tobytes(),
+        minima=band_minima.astype("<u4").tobytes(),
     )
