@@ -42,8 +42,26 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = 240
     task_time_limit: int = 300
     visibility_timeout: int = 3600
+    # A delivery that crashed, hung or failed its worker this many times is quarantined.
     max_attempts: int = Field(default=3, ge=1)
+    # Retries for transient errors (the database or broker away); with the backoff cap this rides
+    # out an outage of about max_transient_retries * retry_backoff_max / 2 seconds.
+    max_transient_retries: int = Field(default=20, ge=0)
     retry_backoff_max: int = 60
+    # One story normally takes milliseconds; one still running after this many seconds is a hang.
+    # Enforced per delivery (SIGALRM in the process that runs the task), below the task's limits.
+    delivery_time_limit: float = Field(default=30.0, gt=0)
+    # How often a worker looks for messages whose consumer died (their visibility timeout passed).
+    unacked_restore_interval: int = Field(default=10, ge=1)
+
+    # Publish ledger: producers record every delivery in the database before publishing it, and
+    # `akhbar reconcile` publishes again what was not committed after reconcile_grace seconds.
+    publish_ledger: bool = True
+    reconcile_grace: float = Field(default=120.0, ge=0)
+    reconcile_batch: int = Field(default=2000, ge=1)
+
+    # Fault injection for the fault-test tier only ("poison", "early_ack"): never set in production.
+    failpoints: str = ""
 
     # Near-duplicate index window.
     neardup_window_days: int = 7

@@ -16,12 +16,17 @@ shows redeliveries and overlapping executions of the same delivery.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String, Text, func, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.base import Base, utcnow
+from models.base import Base, insert_for, utcnow
+from models.delivery import Delivery
 
 # Outcomes of an execution record; NULL while it runs (or forever, if its worker died).
 EXECUTION_OUTCOMES = ("stored", "skipped", "retry", "timeout", "error", "quarantined")
@@ -79,3 +84,208 @@ class Execution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Set by ``akhbar dlq replay``: attempts before a replay no longer count toward quarantine.
     cleared_at: Mapped[datetime | None]
+
+
+# --- publish ledger ----------------------------------------------------------------------------
+
+
+def pack_message(message_json: bytes) -> bytes:
+    """The stored form of a message: zlib-compressed JSON."""
+    return zlib.compress(message_json, 6)
+
+
+def unpack_message(stored: bytes) -> bytes:
+    return zlib.decompress(stored)
+
+
+def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record deliveries about to be published (``delivery_id``, ``run_id``, ``batch_id``, ``queue``,
+    ``message``). A delivery already in the ledger (published again) gets its send counted."""
+    if not rows:
+        return
+    insert = insert_for(session)
+    stmt = insert(PublishedDelivery).values(list(rows))
+    now = utcnow()
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["delivery_id"],
+        set_={"batch_id": stmt.excluded.batch_id, "queue": stmt.excluded.queue,
+              "message": stmt.excluded.message, "last_sent_at": now,
+              "sends": PublishedDelivery.sends + 1, "settled_at": None},
+    )
+    session.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """A ledger row not yet seen committed, and whether its delivery has been committed since."""
+
+    delivery_id: str
+    batch_id: str
+    queue: str
+    message: bytes
+    sends: int
+    committed: bool
+
+
+def unsettled(session: Session, *, older_than: datetime, limit: int) -> list[Unsettled]:
+    """Unsettled ledger rows last sent before ``older_than``, oldest first, with their store state."""
+    stmt = (
+        select(PublishedDelivery.delivery_id, PublishedDelivery.batch_id, PublishedDelivery.queue,
+               PublishedDelivery.message, PublishedDelivery.sends,
+               Delivery.id.is_not(None).label("committed"))
+        .outerjoin(Delivery, Delivery.id == PublishedDelivery.delivery_id)
+        .where(PublishedDelivery.settled_at.is_(None), PublishedDelivery.published_at < older_than,
+               PublishedDelivery.last_sent_at < older_than)
+        .order_by(PublishedDelivery.published_at)
+        .limit(limit)
+    )
+    return [Unsettled(r.delivery_id, r.batch_id, r.queue, r.message, r.sends, bool(r.committed))
+            for r in session.execute(stmt)]
+
+
+def settle(session: Session, delivery_ids: Iterable[str]) -> int:
+    """Mark committed deliveries settled and drop their stored message (the store has the story)."""
+    ids = list(delivery_ids)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(PublishedDelivery).where(PublishedDelivery.delivery_id.in_(ids))
+        .values(settled_at=utcnow(), message=b"")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def ledger_counts(session: Session, run_id: str | None = None) -> dict[str, int]:
+    """Ledger rows: published, settled, unsettled (optionally for one run)."""
+    stmt = select(func.count(), func.count(PublishedDelivery.settled_at))
+    if run_id is not None:
+        stmt = stmt.where(PublishedDelivery.run_id == run_id)
+    total, settled = session.execute(stmt).one()
+    return {"published": int(total), "settled": int(settled), "unsettled": int(total) - int(settled)}
+
+
+def ledger_message(session: Session, delivery_id: str) -> bytes | None:
+    """The stored (unpacked) message of a delivery, if the ledger still has it."""
+    stored = session.scalar(
+        select(PublishedDelivery.message).where(PublishedDelivery.delivery_id == delivery_id)
+    )
+    return unpack_message(stored) if stored else None
+
+
+# --- execution records -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class History:
+    """Earlier attempts at one delivery that count toward quarantine."""
+
+    failed: int = 0  # unfinished (crashed or killed), timed out, or raised
+    unfinished: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
+def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]:
+    """Failed earlier attempts of each delivery (not counting attempts cleared by a dlq replay)."""
+    ids = list(delivery_ids)
+    out: dict[str, History] = {}
+    if not ids:
+        return out
+    failed = or_(Execution.outcome.is_(None), Execution.outcome.in_(FAILED_OUTCOMES))
+    rows = session.execute(
+        select(Execution.delivery_id, Execution.outcome, Execution.error)
+        .where(Execution.delivery_id.in_(ids), Execution.cleared_at.is_(None), failed)
+        .order_by(Execution.id)
+    )
+    for delivery_id, outcome, error in rows:
+        h = out.setdefault(delivery_id, History())
+        h.failed += 1
+        if outcome is None:
+            h.unfinished += 1
+        elif outcome == "timeout":
+            h.timeouts += 1
+        else:
+            h.errors += 1
+        if error:
+            h.last_error = error
+    return out
+
+
+def settle_retried(session: Session, *, task_id: str, attempt: int) -> int:
+    """Mark earlier attempts of a retried message as ``retry`` where the worker could not (the
+    database was down when it decided to retry): a retry is not a failure of the delivery."""
+    if attempt <= 0:
+        return 0
+    result = session.execute(
+        update(Execution)
+        .where(Execution.task_id == task_id, Execution.attempt < attempt, Execution.outcome.is_(None))
+        .values(outcome="retry", finished_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def start_executions(session: Session, *, delivery_ids: Sequence[str], task_id: str, attempt: int,
+                     worker: str, pid: int) -> dict[str, int]:
+    """Insert one running execution record per delivery; returns their ids by delivery id."""
+    if not delivery_ids:
+        return {}
+    now = utcnow()
+    insert = insert_for(session)
+    stmt = insert(Execution).values([
+        {"delivery_id": d, "task_id": task_id, "attempt": attempt, "worker": worker, "pid": pid,
+         "started_at": now} for d in delivery_ids
+    ]).returning(Execution.id, Execution.delivery_id)
+    return {delivery_id: exec_id for exec_id, delivery_id in session.execute(stmt)}
+
+
+def finish_executions(session: Session, outcomes: dict[int, tuple[str, str | None]]) -> None:
+    """Finish execution records: ``{execution id: (outcome, error)}``."""
+    if not outcomes:
+        return
+    now = utcnow()
+    by_outcome: dict[tuple[str, str | None], list[int]] = {}
+    for exec_id, key in outcomes.items():
+        by_outcome.setdefault(key, []).append(exec_id)
+    for (outcome, error), ids in by_outcome.items():
+        session.execute(
+            update(Execution).where(Execution.id.in_(ids))
+            .values(outcome=outcome, error=error, finished_at=now)
+        )
+
+
+def clear_history(session: Session, delivery_ids: Iterable[str]) -> None:
+    """Stop counting earlier attempts of these deliveries (they are being replayed after a fix)."""
+    ids = list(delivery_ids)
+    if ids:
+        session.execute(
+            update(Execution).where(Execution.delivery_id.in_(ids), Execution.cleared_at.is_(None))
+            .values(cleared_at=utcnow())
+        )
+
+
+def execution_stats(session: Session, delivery_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Redeliveries (attempts beyond the first per delivery), deliveries attempted more than once,
+    overlapping executions (two attempts at one delivery running at the same time), and double
+    effects (more than one attempt at one delivery that stored something)."""
+    base = select(Execution.delivery_id, Execution.started_at, Execution.finished_at, Execution.outcome)
+    if delivery_ids is not None:
+        base = base.where(Execution.delivery_id.in_(list(delivery_ids)))
+    per: dict[str, list[tuple[datetime, datetime | None, str | None]]] = {}
+    for delivery_id, started, finished, outcome in session.execute(base):
+        per.setdefault(delivery_id, []).append((started, finished, outcome))
+    redeliveries = repeated = overlapping = double = 0
+    for runs in per.values():
+        if len(runs) > 1:
+            repeated += 1
+            redeliveries += len(runs) - 1
+        if sum(1 for r in runs if r[2] == "stored") > 1:
+            double += 1
+        runs.sort(key=lambda r: r[0])
+        for i, (_, finished, _) in enumerate(runs):
+            # An unfinished record overlaps what came after it only if its worker was still alive;
+            # that cannot be known here, so it does not count (a crash is not an overlap).
+            if finished is not None:
+                overlapping += sum(1 for later in runs[i + 1:] if later[0] < finished)
+    return {"executions": sum(len(r) for r in per.values()), "redeliveries": redeliveries,
+            "repeated_deliveries": repeated, "overlapping": overlapping, "double_effects": double}
