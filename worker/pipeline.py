@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -92,8 +93,13 @@ def _record_fields(msg: DeliveryMessage) -> dict[str, Any] | None:
     }
 
 
-def process_one(session: Session, msg: DeliveryMessage) -> Outcome:
-    """Run one delivery through the stages inside a savepoint of ``session``'s transaction."""
+def process_one(session: Session, msg: DeliveryMessage, *,
+                propagate: tuple[type[BaseException], ...] = ()) -> Outcome:
+    """Run one delivery through the stages inside a savepoint of ``session``'s transaction.
+
+    An error of a ``propagate`` type (a time limit) is not the delivery's verdict: it is raised to
+    the caller, which counts the attempt, instead of quarantining the delivery on the spot.
+    """
     outcome = Outcome(delivery_id=msg.delivery_id, status="rejected")
     if msg.rejected is not None:
         with session.begin_nested():
@@ -109,7 +115,7 @@ def process_one(session: Session, msg: DeliveryMessage) -> Outcome:
                 outcome.status = "already_processed"
             return outcome
     except Exception as exc:
-        if is_transient(exc):
+        if is_transient(exc) or isinstance(exc, propagate):
             raise
         # A bug or an input the stages cannot handle: quarantine this delivery, keep its neighbours.
         log.error("delivery_failed", stage=_failed_stage(outcome), error=repr(exc), exc_info=True)
@@ -179,8 +185,14 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome) ->
     return outcome if stored else None
 
 
-def process_batch(session: Session, batch: IngestBatch) -> list[Outcome]:
-    """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits."""
+def process_batch(session: Session, batch: IngestBatch, *,
+                  around: Callable[[DeliveryMessage], AbstractContextManager[object]] | None = None,
+                  propagate: tuple[type[BaseException], ...] = ()) -> list[Outcome]:
+    """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
+
+    ``around(msg)`` wraps each delivery's processing (the task uses it to know which delivery is
+    running and to bound its time); ``propagate`` as in :func:`process_one`.
+    """
     done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
     outcomes: list[Outcome] = []
     for msg in batch.deliveries:
@@ -190,5 +202,6 @@ def process_batch(session: Session, batch: IngestBatch) -> list[Outcome]:
                 log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id])
                 outcomes.append(Outcome(msg.delivery_id, "already_processed"))
                 continue
-            outcomes.append(process_one(session, msg))
+            with around(msg) if around is not None else nullcontext():
+                outcomes.append(process_one(session, msg, propagate=propagate))
     return outcomes
