@@ -3,6 +3,7 @@
 from models.base import Base
 from models.delivery import STATUSES, Delivery
 from models.ledger import Execution, PublishedDelivery
+from models.reenrich import Reenrichment
 from models.sources import SourceHealth
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
@@ -13,6 +14,7 @@ __all__ = [
     "Execution",
     "Fingerprint",
     "PublishedDelivery",
+    "Reenrichment",
     "SourceHealth",
     "SourceKey",
     "Story",
