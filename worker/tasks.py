@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from models import ingest as queries
 from models.session import dispose_inherited, session_factory
-from worker import pipeline
-from worker.messages import DeliveryMessage, IngestBatch, Rejection, new_delivery_id
+from worker import pipeline, reenrich
+from worker.messages import DeliveryMessage, IngestBatch, ReenrichBatch, Rejection, new_delivery_id
 
 log = structlog.get_logger("akhbar.tasks")
 
@@ -128,6 +128,56 @@ def _quarantine_batch(settings: Any, batch: IngestBatch, reason: str) -> None:
         log.error("quarantine_failed", error=repr(exc), deliveries=[d.delivery_id for d in batch.deliveries])
 
 
+def reenrich_stories(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
+    """Enrich stored stories again and update them in place (``akhbar replay --from-db``).
+
+    Guarantees: never creates a delivery, a story or a version; idempotent (a redelivered message
+    finds its stories' outcome records and does nothing twice; a story already current is never
+    written); one transaction per message, committed before the message is acknowledged
+    (acks_late); transient database errors retried with backoff and jitter up to
+    ``max_transient_retries``; after that, or on an unexpected error, the batch's unfinished
+    stories are recorded as failed, so the run waiting for them ends and reports them.
+    """
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=self.request.id, worker=socket.gethostname(),
+                                           pid=os.getpid())
+    settings = self.settings
+    try:
+        batch = ReenrichBatch.model_validate(kwargs)
+    except ValidationError as exc:
+        # No valid story ids or run to record it against: the log line is the record.
+        log.error("message_invalid", stage="reenrich", error=str(exc)[:500])
+        return {"invalid": 1}
+    structlog.contextvars.bind_contextvars(run_id=batch.run_id, correlation_id=batch.run_id)
+    try:
+        with session_factory(settings.database_url, write=True).begin() as session:
+            outcomes = reenrich.reenrich_batch(session, batch)
+    except Exception as exc:
+        if pipeline.is_transient(exc):
+            if self.request.retries < settings.max_transient_retries:
+                countdown = self.backoff()
+                log.warning("batch_retry", stage="reenrich", attempt=self.request.retries + 1,
+                            countdown=countdown, error=repr(exc))
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            log.error("batch_retries_exhausted", stage="reenrich", attempts=self.request.retries + 1,
+                      error=repr(exc))
+        else:
+            log.error("batch_failed", stage="reenrich", error=repr(exc), exc_info=True)
+        try:
+            with session_factory(settings.database_url, write=True).begin() as session:
+                failed = reenrich.record_failed(session, batch, f"{type(exc).__name__}: {exc}")
+        except Exception as record_exc:  # the database is still away: the run reports a timeout
+            log.error("reenrich_record_failed", error=repr(record_exc), story_ids=batch.story_ids)
+            failed = len(batch.story_ids)
+        return {"failed": failed}
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
+    log.info("batch_committed", stage="reenrich", stories=len(outcomes), **counts)
+    return counts
+
+
 def register_tasks(app: Celery) -> None:
     """Register akhbar's tasks on ``app`` under their explicit dotted names."""
     app.task(name="akhbar.ingest", base=AkhbarTask, bind=True, shared=False)(ingest)
+    app.task(name=reenrich.TASK_NAME, base=AkhbarTask, bind=True, shared=False)(reenrich_stories)
