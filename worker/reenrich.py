@@ -147,8 +147,7 @@ def reenrich_batch(session: Session, batch: ReenrichBatch) -> list[StoryOutcome]
                 raise
             # A bug or a text the enrichment cannot handle: record it, keep the neighbours going.
             outcome.outcome, outcome.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-            with structlog.contextvars.bound_contextvars(story_id=story_id):
-                log.error("story_failed", stage="reenrich", error=repr(exc), exc_info=True)
+            log.error("story_failed", stage="reenrich", story_id=story_id, error=repr(exc), exc_info=True)
         else:
             outcome.changed = changed_fields(story.enrichment, enrichment, old_language=story.language,
                                              new_language=language)
@@ -173,9 +172,8 @@ def reenrich_batch(session: Session, batch: ReenrichBatch) -> list[StoryOutcome]
             for o in outcomes if o.outcome != "already_processed"
         ])
     for o in outcomes:
-        with structlog.contextvars.bound_contextvars(story_id=o.story_id):
-            log.info("stage_completed", stage="reenrich", outcome=o.outcome, duration_ms=o.duration_ms,
-                     changed=o.changed)
+        log.info("stage_completed", stage="reenrich", story_id=o.story_id, outcome=o.outcome,
+                 duration_ms=o.duration_ms, changed=o.changed)
     return outcomes
 
 
