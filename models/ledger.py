@@ -22,7 +22,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, LargeBinary, String, Text, func, or_, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, insert_for, utcnow
@@ -125,22 +138,28 @@ class Unsettled:
     message: bytes
     sends: int
     committed: bool
+    published_at: datetime
 
 
-def unsettled(session: Session, *, older_than: datetime, limit: int) -> list[Unsettled]:
-    """Unsettled ledger rows last sent before ``older_than``, oldest first, with their store state."""
+def unsettled(session: Session, *, older_than: datetime, limit: int,
+              after: tuple[datetime, str] | None = None) -> list[Unsettled]:
+    """Unsettled ledger rows last sent before ``older_than``, oldest first, with their store state;
+    ``after`` is the (published_at, delivery_id) of the last row of the previous page."""
     stmt = (
         select(PublishedDelivery.delivery_id, PublishedDelivery.batch_id, PublishedDelivery.queue,
-               PublishedDelivery.message, PublishedDelivery.sends,
+               PublishedDelivery.message, PublishedDelivery.sends, PublishedDelivery.published_at,
                Delivery.id.is_not(None).label("committed"))
         .outerjoin(Delivery, Delivery.id == PublishedDelivery.delivery_id)
         .where(PublishedDelivery.settled_at.is_(None), PublishedDelivery.published_at < older_than,
                PublishedDelivery.last_sent_at < older_than)
-        .order_by(PublishedDelivery.published_at)
+        .order_by(PublishedDelivery.published_at, PublishedDelivery.delivery_id)
         .limit(limit)
     )
-    return [Unsettled(r.delivery_id, r.batch_id, r.queue, r.message, r.sends, bool(r.committed))
-            for r in session.execute(stmt)]
+    if after is not None:
+        key = tuple_(PublishedDelivery.published_at, PublishedDelivery.delivery_id)
+        stmt = stmt.where(key > tuple_(*after))
+    return [Unsettled(r.delivery_id, r.batch_id, r.queue, r.message, r.sends, bool(r.committed),
+                      r.published_at) for r in session.execute(stmt)]
 
 
 def settle(session: Session, delivery_ids: Iterable[str]) -> int:
@@ -184,6 +203,8 @@ class History:
     timeouts: int = 0
     errors: int = 0
     last_error: str | None = None
+    # How the latest failed attempt ended: "unfinished", "timeout" or "error".
+    last_kind: str = "unfinished"
 
 
 def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]:
@@ -203,10 +224,13 @@ def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]
         h.failed += 1
         if outcome is None:
             h.unfinished += 1
+            h.last_kind = "unfinished"
         elif outcome == "timeout":
             h.timeouts += 1
+            h.last_kind = "timeout"
         else:
             h.errors += 1
+            h.last_kind = "error"
         if error:
             h.last_error = error
     return out
@@ -289,3 +313,32 @@ def execution_stats(session: Session, delivery_ids: Iterable[str] | None = None)
                 overlapping += sum(1 for later in runs[i + 1:] if later[0] < finished)
     return {"executions": sum(len(r) for r in per.values()), "redeliveries": redeliveries,
             "repeated_deliveries": repeated, "overlapping": overlapping, "double_effects": double}
+
+
+# --- dead-letter queue -------------------------------------------------------------------------
+
+
+def quarantined(session: Session, *, codes: Sequence[str], reason: str | None = None,
+                limit: int | None = None) -> list[Delivery]:
+    """Quarantined deliveries (rejected with one of ``codes``, or only ``reason``), oldest first."""
+    code = Delivery.error["code"].as_string()
+    stmt = (
+        select(Delivery).where(Delivery.status == "rejected", code.in_([reason] if reason else list(codes)))
+        .order_by(Delivery.received_at, Delivery.id)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def release_quarantined(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Take quarantined deliveries out of the store to publish them again, in one transaction with
+    their new ledger rows (``record_published`` rows), so that if publishing fails afterwards the
+    reconciler still finds them: released, unsettled, not committed."""
+    ids = [r["delivery_id"] for r in rows]
+    if not ids:
+        return 0
+    result = session.execute(delete(Delivery).where(Delivery.id.in_(ids), Delivery.status == "rejected"))
+    clear_history(session, ids)
+    record_published(session, rows)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

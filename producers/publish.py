@@ -25,6 +25,15 @@ log = structlog.get_logger("akhbar.publish")
 RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
 
 
+def ledger_rows(messages: list[DeliveryMessage], *, queue: str, task_id: str) -> list[dict[str, Any]]:
+    """Publish ledger rows for ``messages`` sent as task ``task_id`` on ``queue``."""
+    from models.ledger import pack_message
+
+    return [{"delivery_id": m.delivery_id, "run_id": m.run_id, "batch_id": task_id, "queue": queue,
+             "message": pack_message(m.model_dump_json(exclude_defaults=True).encode("utf-8"))}
+            for m in messages]
+
+
 class Publisher:
     """Publishes deliveries to the queue; one per process is enough (thread-safe sends)."""
 
@@ -43,16 +52,37 @@ class Publisher:
         return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
                                correlation_id=correlation_id, run_id=run_id, rejected=item)
 
-    def send(self, messages: list[DeliveryMessage], *, live: bool = False) -> None:
-        """Send one micro-batch as one ``akhbar.ingest`` message; returns once the broker has it."""
-        queue = self.settings.queue_live if live else self.settings.queue_bulk
+    def send(self, messages: list[DeliveryMessage], *, live: bool = False, queue: str | None = None,
+             task_id: str | None = None, record: bool = True) -> str:
+        """Send one micro-batch as one ``akhbar.ingest`` message; returns its task id once the
+        broker has it. With ``record`` (and the ledger on), the deliveries go into the publish
+        ledger first."""
+        queue = queue or (self.settings.queue_live if live else self.settings.queue_bulk)
         batch = IngestBatch(deliveries=messages)
+        task_id = task_id or str(uuid.uuid4())
+        if record and self.settings.publish_ledger:
+            self.record(messages, queue=queue, task_id=task_id)
         correlation_id = messages[0].correlation_id
         self.app.send_task(
             "akhbar.ingest", kwargs=batch.model_dump(mode="json", exclude_defaults=True) | {"v": 1},
-            queue=queue, routing_key=queue, headers={"correlation_id": correlation_id},
+            queue=queue, routing_key=queue, headers={"correlation_id": correlation_id}, task_id=task_id,
             retry=True, retry_policy=RETRY_POLICY,
         )
+        return task_id
+
+    def record(self, messages: list[DeliveryMessage], *, queue: str, task_id: str) -> None:
+        """Write the deliveries to the publish ledger, committed, before they are published.
+
+        Ledger first, broker second: if this process dies between the two, the ledger names a
+        delivery the broker never saw, and ``akhbar reconcile`` publishes it after the grace
+        period. The other order would leave a window in which only the broker knows of the
+        delivery, and a broker restart in that window would lose it without a trace.
+        """
+        from models.ledger import record_published
+        from models.session import session_scope
+
+        with session_scope(self.settings.database_url, write=True) as session:
+            record_published(session, ledger_rows(messages, queue=queue, task_id=task_id))
 
     def publish(self, items: Iterable[Delivery | Rejection], *, live: bool = False, run_id: str | None = None,
                 correlation_id: str | None = None,

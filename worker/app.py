@@ -45,6 +45,11 @@ def create_app(settings: Settings | None = None) -> Celery:
             # it must exceed the longest task (task_time_limit), or a slow batch runs twice.
             # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
             "visibility_timeout": settings.visibility_timeout,
+            # How often a worker returns messages whose consumer died to the queue once their
+            # visibility timeout has passed; kombu's default sweep (10 s x every 10th call) would
+            # add 100 s to every recovery. See the transport options in kombu/transport/redis.py.
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
             # Private key prefix: several deployments (or test runs) can share one Redis database.
             "global_keyprefix": f"{settings.redis_prefix}:",
             # Consume the live queue before the bulk one whenever both hold messages.
@@ -60,6 +65,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_backend=None,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task killed by the hard time limit is requeued, not acknowledged as failed: its
+        # execution records count the attempt, and quarantine bounds how often that happens.
+        task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
         # With acks_late, a lost broker connection would otherwise let a running task finish while
         # its message is redelivered elsewhere. https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-cancel-long-running-tasks-on-connection-loss

@@ -1,10 +1,14 @@
 """Celery tasks: thin adapters that parse the message, open the unit of work and call the pipeline.
 
 ``akhbar.ingest`` guarantees: idempotent (a redelivered or retried message stores nothing twice:
-delivery ids are primary keys and every key claim is an ON CONFLICT insert); one transaction per
-message, committed before the message is acknowledged (acks_late); transient database errors are
-retried with exponential backoff and jitter up to ``max_attempts``, then the batch's deliveries are
-quarantined as ``rejected`` with reason ``retries_exhausted``.
+delivery ids are primary keys and every key claim is an ON CONFLICT insert); deliveries committed
+before the message is acknowledged (acks_late), and the message requeued if its process dies or
+hits the hard time limit; every attempt at a delivery leaves an execution record, and a delivery
+that crashed, hung or failed ``max_attempts`` times is quarantined as ``rejected`` with a reason
+and traceback (``worker/quarantine.py``), its neighbours unharmed; transient errors (database or
+broker away) are retried with exponential backoff and jitter up to ``max_transient_retries``, then
+what is left is quarantined as ``retries_exhausted``. Messages of unknown tasks or content types
+are refused (and logged) before anything runs.
 """
 
 from __future__ import annotations
@@ -12,18 +16,19 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
 from celery import Celery, Task
-from celery.signals import setup_logging, worker_process_init
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import setup_logging, task_rejected, task_unknown, worker_process_init
 from pydantic import ValidationError
 
-from models import ingest as queries
 from models.session import dispose_inherited, session_factory
-from worker import pipeline, reenrich
+from worker import failpoints, guards, pipeline, quarantine, reenrich
 from worker.messages import DeliveryMessage, IngestBatch, ReenrichBatch, Rejection, new_delivery_id
 
 log = structlog.get_logger("akhbar.tasks")
@@ -71,61 +76,87 @@ class AkhbarTask(Task):  # type: ignore[misc]
         return int(random.uniform(0, min(cap, 2 ** (self.request.retries + 1))))
 
 
-def _quarantine_invalid_message(settings: Any, kwargs: dict[str, Any], exc: ValidationError) -> None:
+def _quarantine_invalid_message(settings: Any, task_id: str, kwargs: dict[str, Any],
+                                exc: ValidationError) -> None:
     raw = orjson.dumps(kwargs, default=str)
+    # The same id on every redelivery of the message, so it is recorded once.
+    delivery_id = str(uuid.uuid5(_INVALID_NAMESPACE, task_id)) if task_id else new_delivery_id()
     msg = DeliveryMessage(
-        delivery_id=new_delivery_id(), received_at=datetime.now(UTC), correlation_id="invalid-message",
+        delivery_id=delivery_id, received_at=datetime.now(UTC), correlation_id="invalid-message",
         rejected=Rejection(code="invalid_message", message=str(exc)[:2000], source="unknown",
-                           raw_b64=base64.b64encode(raw).decode()),
+                           raw_b64=base64.b64encode(raw[:settings.max_delivery_bytes]).decode()),
     )
     with session_factory(settings.database_url, write=True).begin() as session:
         pipeline.process_one(session, msg)
 
 
+_INVALID_NAMESPACE = uuid.UUID("5b0c1b0e-7a3c-4f3e-9d7e-3c1f0a1d2e4b")
+
+
 def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     """Ingest one micro-batch of deliveries (see the module docstring for the guarantees)."""
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(task_id=self.request.id, worker=socket.gethostname(), pid=os.getpid())
+    structlog.contextvars.bind_contextvars(task_id=self.request.id, worker=socket.gethostname(),
+                                           pid=os.getpid())
     settings = self.settings
     try:
         batch = IngestBatch.model_validate(kwargs)
     except ValidationError as exc:
         log.error("message_invalid", error=str(exc)[:500])
-        _quarantine_invalid_message(settings, kwargs, exc)
+        _quarantine_invalid_message(settings, self.request.id or "", kwargs, exc)
         return {"rejected": 1}
+    batch = guards.check_batch(batch, settings)
+    runner = quarantine.AttemptRunner(
+        session_factory(settings.database_url, write=True),
+        quarantine.Attempt(task_id=self.request.id or "", attempt=self.request.retries,
+                           worker=self.request.hostname or socket.gethostname(), pid=os.getpid()),
+        max_attempts=settings.max_attempts, delivery_time_limit=settings.delivery_time_limit,
+        propagate=(SoftTimeLimitExceeded,),
+        before=lambda msg: failpoints.poison(settings, msg),
+    )
     try:
-        with session_factory(settings.database_url, write=True).begin() as session:
-            outcomes = pipeline.process_batch(session, batch)
+        plan = runner.begin(batch)
+        quarantined = runner.quarantine_poison()
+        result = runner.run_isolated() if plan.isolated else runner.run_batch()
+    except (SoftTimeLimitExceeded, quarantine.DeliveryTimeout) as exc:
+        # Charge the delivery that was running; the others are retried now, one at a time.
+        runner.fail_current("timeout")
+        log.warning("batch_retry", attempt=self.request.retries + 1, countdown=0, error=repr(exc))
+        raise self.retry(exc=exc, countdown=0) from exc
     except Exception as exc:
-        if not pipeline.is_transient(exc):
-            raise
-        attempt = self.request.retries + 1
-        if attempt >= settings.max_attempts:
-            log.error("batch_retries_exhausted", attempts=attempt, error=repr(exc))
-            _quarantine_batch(settings, batch, f"{type(exc).__name__}: {exc}")
-            return {"rejected": len(batch.deliveries)}
-        countdown = self.backoff()
-        log.warning("batch_retry", attempt=attempt, countdown=countdown, error=repr(exc))
+        transient = pipeline.is_transient(exc)
+        runner.fail_current("retry" if transient else "error")
+        if self.request.retries >= settings.max_transient_retries:
+            return _give_up(runner, settings, exc)
+        countdown = self.backoff() if transient else 1
+        log.warning("batch_retry", attempt=self.request.retries + 1, countdown=countdown, error=repr(exc),
+                    transient=transient, exc_info=not transient)
         raise self.retry(exc=exc, countdown=countdown) from exc
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    log.info("batch_committed", deliveries=len(outcomes), **counts)
+    result.quarantined, result.skipped = quarantined, plan.skipped
+    counts = result.counts()
+    log.info("batch_committed", deliveries=len(result.outcomes), isolated=plan.isolated, **counts)
+    if result.failed:
+        # Deliveries that timed out or raised get another attempt (or quarantine, at the limit);
+        # everything else of the batch is committed and will be skipped.
+        raise self.retry(countdown=1)
     return counts
 
 
-def _quarantine_batch(settings: Any, batch: IngestBatch, reason: str) -> None:
-    """Record every delivery of a batch that kept failing as rejected, if the database lets us."""
+def _give_up(runner: quarantine.AttemptRunner, settings: Any, exc: BaseException) -> dict[str, int]:
+    """Retries exhausted: quarantine what is left, if the database lets us. If it does not, the
+    message is acknowledged anyway (retrying forever would block the queue) and the deliveries
+    stay in the publish ledger unsettled, for the reconciler to publish again."""
+    log.error("batch_retries_exhausted", attempts=settings.max_transient_retries + 1, error=repr(exc))
+    if runner.plan is None:
+        log.error("quarantine_failed", error="the attempt never started")
+        return {"failed": 1}
     try:
-        with session_factory(settings.database_url, write=True).begin() as session:
-            done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
-            for msg in batch.deliveries:
-                if msg.delivery_id in done:
-                    continue
-                with session.begin_nested():
-                    pipeline.store_rejected(session, msg, code="retries_exhausted", message=reason, raw=None)
-    except Exception as exc:  # the database is still down: the reconciler re-publishes these later
-        log.error("quarantine_failed", error=repr(exc), deliveries=[d.delivery_id for d in batch.deliveries])
+        stored = runner.quarantine_rest("retries_exhausted", f"{type(exc).__name__}: {exc}"[:2000])
+    except Exception as quarantine_exc:
+        log.error("quarantine_failed", error=repr(quarantine_exc),
+                  deliveries=[d.delivery_id for d in runner.plan.todo])
+        return {"failed": len(runner.plan.todo)}
+    return {"rejected": stored}
 
 
 def reenrich_stories(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
@@ -177,7 +208,28 @@ def reenrich_stories(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     return counts
 
 
+@task_unknown.connect
+def _refused_unknown(message: Any = None, name: str | None = None, id: str | None = None,
+                     **_: Any) -> None:
+    # Celery rejects (drops) a message naming a task this worker does not have, before decoding it.
+    log.error("message_refused", reason="unknown_task", task=name, message_id=id,
+              content_type=getattr(message, "content_type", None))
+
+
+@task_rejected.connect
+def _refused_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    # A content type outside accept_content (pickle, yaml, ...) or a malformed task message:
+    # rejected before its body is decoded, so nothing in it runs.
+    headers = getattr(message, "headers", None) or {}
+    log.error("message_refused", reason=type(exc).__name__ if exc else "unknown_format",
+              task=headers.get("task") if isinstance(headers, dict) else None,
+              message_id=headers.get("id") if isinstance(headers, dict) else None,
+              content_type=getattr(message, "content_type", None), error=str(exc)[:300] if exc else None)
+
+
 def register_tasks(app: Celery) -> None:
     """Register akhbar's tasks on ``app`` under their explicit dotted names."""
-    app.task(name="akhbar.ingest", base=AkhbarTask, bind=True, shared=False)(ingest)
+    # early_ack exists only to show the fault tier can see loss (see worker/failpoints.py).
+    acks_late = not failpoints.enabled(app.akhbar_settings, "early_ack")  # type: ignore[attr-defined]
+    app.task(name="akhbar.ingest", base=AkhbarTask, bind=True, shared=False, acks_late=acks_late)(ingest)
     app.task(name=reenrich.TASK_NAME, base=AkhbarTask, bind=True, shared=False)(reenrich_stories)

@@ -1,0 +1,118 @@
+"""Worker-side input guards: what a delivery message must satisfy before the pipeline sees it.
+
+Producers already hold every delivery to the input contract (``producers/records.py``); these
+guards repeat the checks that matter for safety on the worker, because a message can reach the
+queue without a producer (anyone with broker access can push one). A delivery that fails them is
+turned into a rejection with a reason code and its bytes (capped), exactly as a producer would have.
+
+They also make the *stored text form* safe: markup is sanitized with nh3 into plain text, and the
+invisible characters that can make text render as something else (bidi embeddings, overrides and
+isolates, zero-width spaces and joiners of no linguistic use) are removed. The text exactly as sent
+is kept with the delivery (``record.extra["original"]``), so nothing the source said is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import orjson
+
+from akhbar.settings import Settings
+from worker.messages import DeliveryMessage, IngestBatch, Rejection
+
+# Bidi embeddings/overrides (LRE RLE PDF LRO RLO), isolates (LRI RLI FSI PDI), zero-width space,
+# word joiner and BOM: none carries meaning in news text, and overrides can disguise it. ZWNJ and
+# ZWJ (U+200C/D) and the LRM/RLM marks (U+200E/F) stay: Arabic and Persian typing uses them.
+_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff]")
+# A tag or an entity: only then is the text treated as markup (plain "a < b" is left alone).
+_MARKUP = re.compile(r"<[A-Za-z!/?]|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);")
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            depth = max(depth, level)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return depth
+
+
+def _strings(value: Any) -> list[str]:
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
+def safe_text(text: str) -> str:
+    """The stored text form: markup sanitized to plain text (nh3), invisible controls removed."""
+    if _MARKUP.search(text):
+        from producers.formats.rss import html_to_text
+
+        # nh3 drops <script>/<style> with their content and every attribute (so every
+        # javascript: link); the block structure stays as line breaks.
+        text = html_to_text(text)
+    return _INVISIBLE.sub("", text)
+
+
+def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
+    """The message itself if it is safe as is; a sanitized copy; or a rejection in its place."""
+    record = msg.record
+    if record is None:
+        return msg
+    fields = record.model_dump(mode="json")
+    strings = _strings(fields)
+
+    def reject(code: str, message: str, raw: bytes) -> DeliveryMessage:
+        rejection = Rejection(code=code, message=message, source=record.source, source_id=record.id[:512],
+                              format=record.format,
+                              raw_b64=base64.b64encode(raw[:settings.max_delivery_bytes]).decode("ascii"))
+        return msg.model_copy(update={"record": None, "rejected": rejection})
+
+    for text in strings:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = repr(fields).encode("utf-8", "backslashreplace")
+            return reject("lone_surrogate", "a string holds an unpaired UTF-16 surrogate", raw)
+    raw = orjson.dumps(fields)
+    if len(raw) > settings.max_delivery_bytes:
+        limit = settings.max_delivery_bytes
+        return reject("too_large", f"delivery is {len(raw)} bytes, over the {limit}-byte limit", raw)
+    if any("\x00" in text for text in strings):
+        return reject("nul_bytes", "NUL character in a field", raw)
+    if _json_depth(record.extra, settings.max_json_depth - 1) > settings.max_json_depth - 1:
+        return reject("too_deep", f"JSON nested deeper than {settings.max_json_depth} levels", raw)
+    title = safe_text(record.title) if record.title is not None else None
+    body = safe_text(record.body)
+    if title == record.title and body == record.body:
+        return msg
+    if not body.strip():
+        return reject("empty_body", "body is empty once markup and invisible characters are removed", raw)
+    extra = dict(record.extra)
+    extra["original"] = {"title": record.title, "body": record.body}
+    return msg.model_copy(update={"record": record.model_copy(update={"title": title or None, "body": body,
+                                                                      "extra": extra})})
+
+
+def check_batch(batch: IngestBatch, settings: Settings) -> IngestBatch:
+    """:func:`check` on every delivery of a batch."""
+    checked = [check(msg, settings) for msg in batch.deliveries]
+    if all(a is b for a, b in zip(checked, batch.deliveries, strict=True)):
+        return batch
+    return batch.model_copy(update={"deliveries": checked})

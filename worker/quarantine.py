@@ -1,0 +1,318 @@
+"""Bounded attempts, execution records and quarantine: how a poison delivery stops hurting.
+
+Plain functions and classes, no Celery: the ingest task (``worker/tasks.py``) drives an
+:class:`AttemptRunner` and maps its outcomes onto Celery (acknowledge, retry, requeue).
+
+How an attempt goes:
+
+1. In its own short transaction (:meth:`AttemptRunner.begin`): skip deliveries already committed,
+   read the earlier failed attempts of the rest from the execution records, quarantine those that
+   have failed ``max_attempts`` times, and decide the mode. A batch none of whose deliveries has
+   failed before runs in *batch mode*: one execution record per delivery is written now, and the
+   whole batch is one transaction. Otherwise the batch runs *isolated*: one delivery at a time,
+   each with its own execution record written just before it starts and its own transaction, so
+   a delivery that crashes or hangs its worker is charged alone and its neighbours get committed.
+2. Each delivery runs under a deadline (``delivery_time_limit``, SIGALRM where available).
+3. The execution records are finished in the same transaction that commits the deliveries, so an
+   execution record still unfinished later is an attempt whose worker died or was killed.
+
+Quarantine stores the delivery as ``rejected`` with a reason code (one of :data:`QUARANTINE_CODES`),
+a message and the last traceback; ``akhbar dlq replay`` puts it back on the queue after a fix.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import ingest as queries
+from models import ledger
+from worker import pipeline
+from worker.messages import Delivery, DeliveryMessage, IngestBatch
+
+log = structlog.get_logger("akhbar.quarantine")
+
+# Reason codes of quarantined deliveries (``deliveries.error->>'code'``), the dead-letter set.
+QUARANTINE_CODES = ("processing_error", "worker_lost", "timeout", "retries_exhausted")
+
+
+class DeliveryTimeout(Exception):
+    """One delivery ran past ``delivery_time_limit``."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`DeliveryTimeout` in this block after ``seconds``.
+
+    A SIGALRM interval timer: the only way to interrupt arbitrary Python code from the inside. It is
+    armed only in a process's main thread (where Python delivers signals), which is where prefork
+    pool children run tasks; elsewhere (the embedded worker's thread) the task's time limits remain.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _expired(_signum: int, _frame: Any) -> None:
+        raise DeliveryTimeout(f"delivery still running after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def quarantine_reason(h: ledger.History) -> tuple[str, str]:
+    """Reason code and message of a delivery quarantined after the failed attempts ``h``."""
+    code = {"unfinished": "worker_lost", "timeout": "timeout", "error": "processing_error"}[h.last_kind]
+    message = (f"{h.failed} failed attempts: {h.unfinished} crashed or killed their worker, "
+               f"{h.timeouts} timed out, {h.errors} raised")
+    return code, message
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Who is making this attempt: the broker message (task id, retry number) and the process."""
+
+    task_id: str
+    attempt: int
+    worker: str
+    pid: int
+
+
+@dataclass(slots=True)
+class Plan:
+    """What :meth:`AttemptRunner.begin` decided for one attempt."""
+
+    todo: list[DeliveryMessage]
+    skipped: int
+    poison: list[tuple[DeliveryMessage, ledger.History]]
+    isolated: bool
+    # Execution record ids by delivery id (batch mode: all written up front).
+    exec_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Result:
+    """What one attempt did."""
+
+    outcomes: list[pipeline.Outcome] = field(default_factory=list)
+    quarantined: int = 0
+    skipped: int = 0
+    # Deliveries that failed in this attempt (timed out or raised) and may be attempted again.
+    failed: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for outcome in self.outcomes:
+            out[outcome.status] = out.get(outcome.status, 0) + 1
+        if self.quarantined:
+            out["quarantined"] = self.quarantined
+        if self.skipped:
+            out["already_processed"] = out.get("already_processed", 0) + self.skipped
+        if self.failed:
+            out["failed"] = len(self.failed)
+        return out
+
+
+Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
+
+
+class AttemptRunner:
+    """Runs one attempt at one batch message (see the module docstring)."""
+
+    def __init__(self, sessions: sessionmaker[Session], attempt: Attempt, *, max_attempts: int,
+                 delivery_time_limit: float, propagate: tuple[type[BaseException], ...] = (),
+                 before: Callable[[DeliveryMessage], None] | None = None) -> None:
+        self.sessions = sessions
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.delivery_time_limit = delivery_time_limit
+        # Interruptions that end the delivery's attempt rather than quarantining it on the spot.
+        self.propagate = (DeliveryTimeout, *propagate)
+        self.before = before
+        self.plan: Plan | None = None
+        # The delivery running now, so an interruption can be charged to it alone.
+        self.current: str | None = None
+
+    @contextmanager
+    def around(self, msg: DeliveryMessage) -> Iterator[None]:
+        self.current = msg.delivery_id
+        with deadline(self.delivery_time_limit):
+            if self.before is not None:
+                self.before(msg)
+            yield
+        self.current = None
+
+    def begin(self, batch: IngestBatch) -> Plan:
+        """Step 1 (own transaction): what to skip, what to quarantine, which mode."""
+        ids = [d.delivery_id for d in batch.deliveries]
+        with self.sessions.begin() as session:
+            ledger.settle_retried(session, task_id=self.attempt.task_id, attempt=self.attempt.attempt)
+            done = queries.processed_deliveries(session, ids)
+            todo = [d for d in batch.deliveries if d.delivery_id not in done]
+            past = ledger.history(session, (d.delivery_id for d in todo))
+            poison = [(d, past[d.delivery_id]) for d in todo
+                      if d.delivery_id in past and past[d.delivery_id].failed >= self.max_attempts]
+            poisoned = {d.delivery_id for d, _ in poison}
+            todo = [d for d in todo if d.delivery_id not in poisoned]
+            isolated = any(d.delivery_id in past for d in todo)
+            plan = Plan(todo=todo, skipped=len(done), poison=poison, isolated=isolated)
+            if not isolated:
+                plan.exec_ids = self._start(session, [d.delivery_id for d in todo])
+        self.plan = plan
+        return plan
+
+    def _start(self, session: Session, ids: list[str]) -> dict[str, int]:
+        a = self.attempt
+        return ledger.start_executions(session, delivery_ids=ids, task_id=a.task_id, attempt=a.attempt,
+                                       worker=a.worker, pid=a.pid)
+
+    def quarantine_poison(self) -> int:
+        """Quarantine the deliveries that failed ``max_attempts`` times (own transaction)."""
+        assert self.plan is not None
+        if not self.plan.poison:
+            return 0
+        stored = 0
+        with self.sessions.begin() as session:
+            for msg, past in self.plan.poison:
+                code, message = quarantine_reason(past)
+                with session.begin_nested():
+                    if pipeline.store_rejected(session, msg, code=code, message=message, raw=None,
+                                               tb=past.last_error):
+                        stored += 1
+                exec_id = self._start(session, [msg.delivery_id])[msg.delivery_id]
+                ledger.finish_executions(session, {exec_id: ("quarantined", None)})
+                log.error("delivery_quarantined", delivery_id=msg.delivery_id, code=code,
+                          attempts=past.failed)
+        return stored
+
+    def run_batch(self) -> Result:
+        """Batch mode: every delivery in one transaction with its execution record finished."""
+        assert self.plan is not None
+        result = Result()
+        if not self.plan.todo:
+            return result
+        with self.sessions.begin() as session:
+            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=self.plan.todo),
+                                              around=self.around, propagate=self.propagate)
+            ledger.finish_executions(session, {
+                self.plan.exec_ids[o.delivery_id]: (_exec_outcome(o), None) for o in outcomes
+            })
+        result.outcomes = outcomes
+        return result
+
+    def run_isolated(self) -> Result:
+        """Isolated mode: one delivery at a time, each charged and committed on its own.
+
+        A delivery that times out or raises has its attempt recorded and the next one runs; the
+        caller retries the message for the failed ones. A task-level interruption or a transient
+        error propagates (after the running delivery's record says so, where the database lets it).
+        """
+        assert self.plan is not None
+        result = Result()
+        for msg in self.plan.todo:
+            with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
+                                                         correlation_id=msg.correlation_id):
+                with self.sessions.begin() as session:
+                    exec_id = self._start(session, [msg.delivery_id])[msg.delivery_id]
+                self.plan.exec_ids[msg.delivery_id] = exec_id
+                try:
+                    with self.sessions.begin() as session:
+                        with self.around(msg):
+                            outcome = pipeline.process_one(session, msg, propagate=self.propagate)
+                        ledger.finish_executions(session, {exec_id: (_exec_outcome(outcome), None)})
+                except DeliveryTimeout:
+                    self.fail_current("timeout")
+                    result.failed.append(msg.delivery_id)
+                    continue
+                except Exception as exc:
+                    if pipeline.is_transient(exc) or isinstance(exc, self.propagate):
+                        raise
+                    self.fail_current("error")
+                    result.failed.append(msg.delivery_id)
+                    continue
+                result.outcomes.append(outcome)
+        return result
+
+    def fail_current(self, outcome: str, *, others: str = "retry") -> None:
+        """Finish the records of an interrupted attempt: the running delivery gets ``outcome``
+        (with the traceback being handled), the others of a batch-mode attempt ``others``."""
+        if self.plan is None:
+            return
+        error = traceback.format_exc(limit=20)
+        current = self.current
+        self.current = None
+        finished: dict[int, tuple[str, str | None]] = {}
+        if self.plan.isolated:
+            if current is not None and current in self.plan.exec_ids:
+                finished[self.plan.exec_ids[current]] = (outcome, error)
+        else:
+            for delivery_id, exec_id in self.plan.exec_ids.items():
+                finished[exec_id] = (outcome, error) if delivery_id == current else (others, None)
+        try:
+            with self.sessions.begin() as session:
+                ledger.finish_executions(session, finished)
+        except Exception as exc:
+            # The database is away: the next attempt settles these (ledger.settle_retried) or
+            # counts them as unfinished, which errs toward quarantining a little early.
+            log.warning("executions_not_finished", error=repr(exc), current=current)
+        if current is not None and outcome in ("timeout", "error"):
+            log.warning("delivery_attempt_failed", delivery_id=current, outcome=outcome,
+                        error=error.strip().splitlines()[-1][:300])
+
+    def quarantine_rest(self, code: str, message: str) -> int:
+        """Quarantine every delivery of the plan not committed yet (retries exhausted)."""
+        assert self.plan is not None
+        stored = 0
+        with self.sessions.begin() as session:
+            done = queries.processed_deliveries(session, (d.delivery_id for d in self.plan.todo))
+            for msg in self.plan.todo:
+                if msg.delivery_id in done:
+                    continue
+                with session.begin_nested():
+                    if pipeline.store_rejected(session, msg, code=code, message=message, raw=None):
+                        stored += 1
+        return stored
+
+
+def _exec_outcome(outcome: pipeline.Outcome) -> str:
+    return "skipped" if outcome.status == "already_processed" else "stored"
+
+
+# --- dead-letter queue -------------------------------------------------------------------------
+
+
+def rebuild_message(row: Any) -> DeliveryMessage | None:
+    """The delivery message of a quarantined delivery row, as it was published (None if the row
+    has no record to rebuild it from, e.g. a message that never validated)."""
+    if row.body is None:
+        return None
+    record = row.record or {}
+    extra = dict(record.get("extra") or {})
+    original = extra.pop("original", None)
+    title, body = row.title, row.body
+    if isinstance(original, dict):
+        # Publish what the source sent; the worker sanitizes it again.
+        title, body = original.get("title"), original.get("body") or body
+    published = record.get("published_at")
+    return DeliveryMessage(
+        delivery_id=row.id, received_at=row.received_at or datetime.now(UTC),
+        correlation_id=row.correlation_id, run_id=row.run_id,
+        record=Delivery(id=row.source_id or row.id, body=body, source=row.source, title=title,
+                        url=record.get("url"),
+                        published_at=datetime.fromisoformat(published) if published else None,
+                        language=record.get("language"), format=row.format, extra=extra),
+    )
