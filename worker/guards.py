@@ -22,12 +22,16 @@ import orjson
 from akhbar.settings import Settings
 from worker.messages import DeliveryMessage, IngestBatch, Rejection
 
-# Bidi embeddings/overrides (LRE RLE PDF LRO RLO), isolates (LRI RLI FSI PDI), zero-width space,
-# word joiner and BOM: none carries meaning in news text, and overrides can disguise it. ZWNJ and
-# ZWJ (U+200C/D) and the LRM/RLM marks (U+200E/F) stay: Arabic and Persian typing uses them.
-_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff]")
-# A tag or an entity: only then is the text treated as markup (plain "a < b" is left alone).
-_MARKUP = re.compile(r"<[A-Za-z!/?]|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);")
+# Bidi embeddings and overrides (LRE RLE PDF LRO RLO), zero-width space, word joiner and BOM carry
+# no meaning in news text, and overrides can make text render as something else: each run becomes
+# one space (or nothing, next to whitespace). Isolates (LRI RLI FSI PDI) are removed. That is what the
+# match form does with them too, so the sanitized text keeps the content hash of the text as sent.
+# ZWNJ and ZWJ (U+200C/D) and the LRM/RLM marks (U+200E/F) stay: Arabic and Persian typing uses them.
+_INVISIBLE = re.compile("(\\s?)[\u202a-\u202e\u200b\u2060\ufeff]+(\\s?)")
+_ISOLATES = re.compile("[\u2066-\u2069]")
+# A tag: only then is the text treated as markup ("a < b" and bare entities are left alone: as
+# plain text they are inert).
+_MARKUP = re.compile(r"<[A-Za-z!/?]")
 
 
 def _json_depth(value: Any, limit: int) -> int:
@@ -67,7 +71,8 @@ def safe_text(text: str) -> str:
         # nh3 drops <script>/<style> with their content and every attribute (so every
         # javascript: link); the block structure stays as line breaks.
         text = html_to_text(text)
-    return _INVISIBLE.sub("", text)
+    text = _ISOLATES.sub("", text)
+    return _INVISIBLE.sub(lambda m: m.group(1) or m.group(2) or " ", text)
 
 
 def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
