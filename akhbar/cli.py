@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,15 +65,41 @@ def _progress(total: int | None, description: str, enabled: bool) -> Any:
 
 @app.command()
 def replay(
-    paths: Annotated[list[Path], typer.Argument(help="Seed files, JSON/JSONL(.gz) files, directories, or - for stdin.")],
-    source: Annotated[str | None, typer.Option(help="Source name for records that do not name one.")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Seed files, JSON/JSONL(.gz) files, directories, or - for stdin.")] = None,
+    source: Annotated[str | None, typer.Option(help=(
+        "Source name for records that do not name one; with --from-db, only this source's stories."))] = None,
     wait: Annotated[bool, typer.Option(help="Wait until every delivery is committed, then summarize.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     live: Annotated[bool, typer.Option(help="Publish on the live queue instead of the bulk one.")] = False,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds (0: never).")] = 0.0,
+    from_db: Annotated[bool, typer.Option("--from-db", help=(
+        "Enrich stored stories again instead (those enriched by another version than this akhbar's), "
+        "updating them in place; no delivery or story is created."))] = False,
+    since: Annotated[str | None, typer.Option(help=(
+        "With --from-db: only stories stored (created_at) since this ISO date or date-time (UTC unless "
+        "it says otherwise), or this long ago: 90m, 12h, 7d, 2w."))] = None,
+    everything: Annotated[bool, typer.Option("--all", help=(
+        "With --from-db: every selected story, even those already enriched by this version."))] = False,
 ) -> None:
-    """Publish deliveries to the queue and (by default) wait until all are processed."""
+    """Publish deliveries to the queue and (by default) wait until all are processed.
+
+    With --from-db, re-enrich stored stories through the queue and summarize what changed.
+    """
     settings = _settings()
+    if from_db:
+        if paths or live:
+            _err("--from-db takes no paths and always uses the bulk queue")
+            raise typer.Exit(2)
+        _replay_from_db(settings, since=since, source=source, everything=everything, wait=wait,
+                        as_json=as_json, timeout=timeout)
+        return
+    if since is not None or everything:
+        _err("--since and --all apply to --from-db only")
+        raise typer.Exit(2)
+    if not paths:
+        _err("give files or directories to replay (or --from-db to re-enrich stored stories)")
+        raise typer.Exit(2)
     from producers.files import iter_paths
     from producers.publish import Publisher
 
@@ -115,10 +142,14 @@ def replay(
         raise typer.Exit(1)
 
 
-def _wait(settings: Settings, run_id: str, total: int, progress: Any, timeout: float) -> dict[str, int]:
+def _wait(settings: Settings, run_id: str, total: int, progress: Any, timeout: float,
+          count: Callable[[Any, str], dict[str, int]] | None = None) -> dict[str, int]:
+    """Poll the database until ``total`` outcomes of ``run_id`` are committed (``count``: the run's
+    outcomes so far, by kind; deliveries by status unless given)."""
     from models.ingest import status_counts
     from models.session import session_factory
 
+    count = count or status_counts
     sessions = session_factory(settings.database_url)
     task = progress.add_task("processed", total=total)
     deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -126,7 +157,7 @@ def _wait(settings: Settings, run_id: str, total: int, progress: Any, timeout: f
     interval = 0.05
     while True:
         with sessions() as session:
-            counts = status_counts(session, run_id)
+            counts = count(session, run_id)
         done = sum(counts.values())
         progress.update(task, completed=done)
         if done >= total:
@@ -143,6 +174,79 @@ def _wait(settings: Settings, run_id: str, total: int, progress: Any, timeout: f
             return counts
         time.sleep(interval)
         interval = min(interval * 1.5, 0.5)
+
+
+def _replay_from_db(settings: Settings, *, since: str | None, source: str | None, everything: bool,
+                    wait: bool, as_json: bool, timeout: float) -> None:
+    """``replay --from-db``: stored stories enriched again through the queue (worker/reenrich.py).
+
+    Selects the stories, publishes their ids as ``akhbar.reenrich`` messages on the bulk queue,
+    then waits until each has its outcome record for this run (embedded mode: an in-process worker
+    consumes them) and summarizes: stories selected, updated, unchanged, failed, missing, and for
+    each enrichment field, in how many stories it changed.
+    """
+    from models.reenrich import outcome_counts
+    from models.session import session_factory
+    from producers.publish import Publisher
+    from worker import reenrich
+    from worker.stages.enrich import ENRICHMENT_VERSION
+
+    try:
+        since_at = reenrich.parse_since(since) if since else None
+    except ValueError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    ensure_schema(settings, auto=settings.embedded)
+    run_id = uuid.uuid4().hex
+    tty = sys.stderr.isatty() and not as_json
+    sessions = session_factory(settings.database_url)
+    started = time.perf_counter()
+    with sessions() as session:
+        story_ids = reenrich.select(session, everything=everything, since=since_at, source=source)
+    log.info("reenrich_selected", run_id=run_id, stories=len(story_ids), everything=everything, source=source,
+             since=since_at.isoformat() if since_at else None, enrichment_version=ENRICHMENT_VERSION)
+    done = 0
+    if story_ids:
+        app_ = Publisher(settings).app
+        with ExitStack() as stack:
+            if settings.embedded:
+                from worker.embedded import embedded_worker
+
+                stack.enter_context(embedded_worker(app_, [settings.queue_bulk]))
+            progress = stack.enter_context(_progress(len(story_ids), "publishing", tty))
+            task = progress.add_task("published", total=len(story_ids))
+            messages = reenrich.send(app_, story_ids, run_id=run_id, queue=settings.queue_bulk,
+                                     on_sent=lambda n: progress.advance(task, n))
+            log.info("reenrich_published", run_id=run_id, stories=len(story_ids), messages=messages)
+            if wait:
+                counts = _wait(settings, run_id, len(story_ids), progress, timeout, outcome_counts)
+                done = sum(counts.values())
+    seconds = time.perf_counter() - started
+    with sessions() as session:
+        summary = reenrich.run_summary(session, run_id, selected=len(story_ids))
+    summary.update({"seconds": round(seconds, 3),
+                    "stories_per_second": round(len(story_ids) / seconds, 1) if seconds > 0 else 0.0,
+                    "run_id": run_id, "enrichment_version": ENRICHMENT_VERSION})
+    if not wait:
+        summary["waited"] = False
+    if as_json:
+        typer.echo(orjson.dumps(summary).decode())
+    else:
+        _print_reenrich_summary(summary)
+    if wait and (done < len(story_ids) or summary["failed"]):
+        raise typer.Exit(1)
+
+
+def _print_reenrich_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"re-enrichment to {summary['enrichment_version']}", show_header=False)
+    for key in ("selected", "updated", "unchanged", "failed", "missing", "seconds", "stories_per_second"):
+        table.add_row(key, str(summary.get(key, "")))
+    for name, n in summary["changed"].items():
+        table.add_row(f"{name} changed in", f"{n} stories")
+    Console().print(table)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
