@@ -22,9 +22,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def result(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    opts = e2e.Options(deliveries=200, workers=1, naive_deliveries=60, rate=100, scaling=False,
-                       embedded_records=40, message_sample=100, redis_url=REDIS_BASE_URL,
-                       admin_url=PG_ADMIN_URL, logs=tmp_path_factory.mktemp("e2e-logs"))
+    opts = e2e.Options(
+        deliveries=200,
+        workers=1,
+        naive_deliveries=60,
+        rate=100,
+        scaling=False,
+        embedded_records=40,
+        message_sample=100,
+        redis_url=REDIS_BASE_URL,
+        admin_url=PG_ADMIN_URL,
+        logs=tmp_path_factory.mktemp("e2e-logs"),
+    )
     return e2e.run(opts)
 
 
@@ -51,8 +60,9 @@ def test_headline_figures_are_reported(result: dict) -> None:
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     naive = result["naive"]
     assert naive["published"] == naive["committed"] > 0
-    assert result["ratio_vs_naive"] == pytest.approx(result["stories_per_second"] / naive["stories_per_second"],
-                                                     rel=0.01)
+    assert result["ratio_vs_naive"] == pytest.approx(
+        result["stories_per_second"] / naive["stories_per_second"], rel=0.01
+    )
     assert {"normalize", "dedup", "enrich", "persist"} <= set(result["stage_median_ms"])
     assert {"normalize", "exact", "commit"} <= set(naive["stage_median_ms"])
     assert result["throughput"]["log_lines_per_story"] >= 3  # one summary line per stage per story
@@ -73,5 +83,7 @@ def test_nothing_is_left_behind(result: dict) -> None:
     client = redis.Redis.from_url(REDIS_BASE_URL)
     assert not list(client.scan_iter(match=f"akhbar-bench-*-{os.getpid()}_*", count=1000))
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'akhbar_bench_%'")]
+        names = [
+            r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'akhbar_bench_%'")
+        ]
     assert not [n for n in names if token in n]
