@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -186,12 +185,10 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome) ->
 
 
 def process_batch(session: Session, batch: IngestBatch, *,
-                  around: Callable[[DeliveryMessage], AbstractContextManager[object]] | None = None,
                   propagate: tuple[type[BaseException], ...] = ()) -> list[Outcome]:
     """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
 
-    ``around(msg)`` wraps each delivery's processing (the task uses it to know which delivery is
-    running and to bound its time); ``propagate`` as in :func:`process_one`.
+    ``propagate`` as in :func:`process_one`.
     """
     done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
     outcomes: list[Outcome] = []
@@ -202,6 +199,5 @@ def process_batch(session: Session, batch: IngestBatch, *,
                 log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id])
                 outcomes.append(Outcome(msg.delivery_id, "already_processed"))
                 continue
-            with around(msg) if around is not None else nullcontext():
-                outcomes.append(process_one(session, msg, propagate=propagate))
+            outcomes.append(process_one(session, msg, propagate=propagate))
     return outcomes

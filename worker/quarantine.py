@@ -200,26 +200,55 @@ class AttemptRunner:
         return stored
 
     def run_batch(self) -> Result:
-        """Batch mode: every delivery in one transaction with its execution record finished."""
+        """Batch mode: every delivery in one transaction, with its execution record finished in it.
+
+        A delivery that times out or raises past the pipeline's own handling (its savepoint is
+        rolled back) is charged alone and the batch goes on; the caller retries the message for it.
+        A task-level interruption or a transient error propagates, and the whole batch is retried.
+        """
         assert self.plan is not None
         result = Result()
         if not self.plan.todo:
             return result
+        finished: dict[int, tuple[str, str | None]] = {}
         with self.sessions.begin() as session:
-            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=self.plan.todo),
-                                              around=self.around, propagate=self.propagate)
-            ledger.finish_executions(session, {
-                self.plan.exec_ids[o.delivery_id]: (_exec_outcome(o), None) for o in outcomes
-            })
-        result.outcomes = outcomes
+            for msg in self.plan.todo:
+                exec_id = self.plan.exec_ids[msg.delivery_id]
+                with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
+                                                             correlation_id=msg.correlation_id):
+                    try:
+                        with self.around(msg):
+                            outcome = pipeline.process_one(session, msg, propagate=self.propagate)
+                    except DeliveryTimeout:
+                        finished[exec_id] = self._charge("timeout")
+                        result.failed.append(msg.delivery_id)
+                        continue
+                    except Exception as exc:
+                        if pipeline.is_transient(exc) or isinstance(exc, self.propagate):
+                            raise
+                        finished[exec_id] = self._charge("error")
+                        result.failed.append(msg.delivery_id)
+                        continue
+                finished[exec_id] = (_exec_outcome(outcome), None)
+                result.outcomes.append(outcome)
+            ledger.finish_executions(session, finished)
         return result
+
+    def _charge(self, outcome: str) -> tuple[str, str | None]:
+        """The record of a delivery that failed this attempt (called while its error is handled)."""
+        error = traceback.format_exc(limit=20)
+        log.warning("delivery_attempt_failed", delivery_id=self.current, outcome=outcome,
+                    error=error.strip().splitlines()[-1][:300])
+        self.current = None
+        return outcome, error
 
     def run_isolated(self) -> Result:
         """Isolated mode: one delivery at a time, each charged and committed on its own.
 
         A delivery that times out or raises has its attempt recorded and the next one runs; the
         caller retries the message for the failed ones. A task-level interruption or a transient
-        error propagates (after the running delivery's record says so, where the database lets it).
+        error propagates; the caller then finishes the running delivery's record
+        (:meth:`fail_current`).
         """
         assert self.plan is not None
         result = Result()
@@ -229,19 +258,19 @@ class AttemptRunner:
                 with self.sessions.begin() as session:
                     exec_id = self._start(session, [msg.delivery_id])[msg.delivery_id]
                 self.plan.exec_ids[msg.delivery_id] = exec_id
-                try:
-                    with self.sessions.begin() as session:
+                failure: tuple[str, str | None] | None = None
+                with self.sessions.begin() as session:
+                    try:
                         with self.around(msg):
                             outcome = pipeline.process_one(session, msg, propagate=self.propagate)
-                        ledger.finish_executions(session, {exec_id: (_exec_outcome(outcome), None)})
-                except DeliveryTimeout:
-                    self.fail_current("timeout")
-                    result.failed.append(msg.delivery_id)
-                    continue
-                except Exception as exc:
-                    if pipeline.is_transient(exc) or isinstance(exc, self.propagate):
-                        raise
-                    self.fail_current("error")
+                    except DeliveryTimeout:
+                        failure = self._charge("timeout")
+                    except Exception as exc:
+                        if pipeline.is_transient(exc) or isinstance(exc, self.propagate):
+                            raise
+                        failure = self._charge("error")
+                    ledger.finish_executions(session, {exec_id: failure or (_exec_outcome(outcome), None)})
+                if failure is not None:
                     result.failed.append(msg.delivery_id)
                     continue
                 result.outcomes.append(outcome)
