@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,25 @@ def test_a_failing_story_is_recorded_without_holding_back_others(db_session, sto
     record = db_session.get(Reenrichment, ("f", bad))
     assert record is not None and record.outcome == "failed" and "ValueError" in (record.error or "")
     assert reenrich.select(db_session) == [bad]
+
+
+def test_a_story_past_the_time_limit_fails_alone(db_session, stored, monkeypatch) -> None:
+    ids = stored["ids"][:4]
+    slow = ids[1]
+    slow_title = _story(db_session, slow).title
+    _age(db_session, ids, enrichment={"version": "2000.1"})
+    real = enrich_stage.enrich
+
+    def hang(**kwargs: Any) -> dict[str, Any]:
+        if kwargs["title"] == slow_title:
+            time.sleep(5)
+        return real(**kwargs)
+
+    monkeypatch.setattr(enrich_stage, "enrich", hang)
+    outcomes = reenrich.reenrich_batch(db_session, ReenrichBatch(story_ids=ids, run_id="t"), time_limit=0.5)
+    by_id = {o.story_id: o for o in outcomes}
+    assert by_id[slow].outcome == "failed" and "DeliveryTimeout" in (by_id[slow].error or "")
+    assert all(by_id[i].outcome == "updated" for i in ids if i != slow)
 
 
 def test_a_story_the_database_refuses_fails_alone(db_session, stored, monkeypatch) -> None:

@@ -41,6 +41,7 @@ from models import reenrich as queries
 from models.base import utcnow
 from worker.messages import ReenrichBatch
 from worker.pipeline import is_transient
+from worker.quarantine import deadline
 from worker.stages import enrich as enrich_stage
 from worker.stages.normalize import match_form
 
@@ -122,8 +123,14 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any], *, old_language: st
     return changed
 
 
-def reenrich_batch(session: Session, batch: ReenrichBatch) -> list[StoryOutcome]:
-    """Re-enrich every story of ``batch`` in ``session``'s open transaction; the caller commits."""
+def reenrich_batch(session: Session, batch: ReenrichBatch, *, time_limit: float = 0.0) -> list[StoryOutcome]:
+    """Re-enrich every story of ``batch`` in ``session``'s open transaction; the caller commits.
+
+    ``time_limit``: seconds one story's enrichment may take before it is recorded as failed (0: no
+    limit; enforced where :func:`worker.quarantine.deadline` can, a process's main thread).
+    ``duration_ms`` in each outcome is the story's own enrichment; the writes are one statement for
+    the whole batch.
+    """
     story_ids = list(dict.fromkeys(batch.story_ids))
     stories = {story.id: story for story in queries.lock_stories(session, story_ids)}
     done = queries.finished(session, batch.run_id, story_ids) if batch.run_id else set()
@@ -141,7 +148,8 @@ def reenrich_batch(session: Session, batch: ReenrichBatch) -> list[StoryOutcome]
         start = time.perf_counter()
         outcome = StoryOutcome(story_id, "unchanged")
         try:
-            enrichment, language = enrich_stored(story)
+            with deadline(time_limit):
+                enrichment, language = enrich_stored(story)
         except Exception as exc:
             if is_transient(exc):
                 raise

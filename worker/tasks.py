@@ -182,7 +182,7 @@ def reenrich_stories(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     structlog.contextvars.bind_contextvars(run_id=batch.run_id, correlation_id=batch.run_id)
     try:
         with session_factory(settings.database_url, write=True).begin() as session:
-            outcomes = reenrich.reenrich_batch(session, batch)
+            outcomes = reenrich.reenrich_batch(session, batch, time_limit=settings.delivery_time_limit)
     except Exception as exc:
         if pipeline.is_transient(exc):
             if self.request.retries < settings.max_transient_retries:
