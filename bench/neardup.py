@@ -348,14 +348,14 @@ def fit_thresholds(prepared: Sequence[Prepared]) -> tuple[np.ndarray, list[tuple
         ys.append(1.0 if truth else 0.0)
     x, y = np.array(xs), np.array(ys)
     w = np.zeros(x.shape[1])
-    for _ in range(50):  # Newton's method with a small ridge term
+    for _ in range(60):  # Newton's method with a small ridge term
         p = 1 / (1 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + 1e-3 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+        grad = x.T @ (p - y) + 1e-2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-2 * np.eye(len(w))
         w -= np.linalg.solve(hess, grad)
     curve = []
     scores = x @ w
-    for cut in (0.0, 1.0, 2.0, 3.0):
+    for cut in (2.0, 3.0, 4.0, 5.0):
         pred = scores >= cut
         tp = float((pred & (y == 1)).sum())
         fp = float((pred & (y == 0)).sum())

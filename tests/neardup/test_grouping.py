@@ -28,7 +28,7 @@ from worker.neardup.signature import Signature
 pytestmark = pytest.mark.slow
 
 T0 = datetime(2015, 7, 22, 8, 0, tzinfo=UTC)
-GROUPS = 300
+GROUPS = 200
 
 
 def _edit(title: str, paragraphs: list[str], rnd: random.Random) -> tuple[str, list[str]]:
@@ -140,7 +140,7 @@ def _run(
     index.ensure()
     items = [(ref, data) for _, ref, data in planted]
     random.Random(seed).shuffle(items)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     manager = ctx.Manager()
     authority = manager.list()
     barrier = ctx.Barrier(workers + 1)

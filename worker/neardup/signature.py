@@ -24,6 +24,7 @@ story (1 KB before any Redis overhead) and has no notion of anchors, ledes or pa
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,20 +69,23 @@ def common_words() -> frozenset[str]:
 
 
 _token_cache: dict[str, int] = {}
-_ANCHOR = 1  # flag bits kept in the two lowest bits of a word's hash
+_ANCHOR = 1  # flag bits kept in the three lowest bits of a token's hash
 _NUMBER = 2
+_PUNCT = 4
 
 
 def _token_hash(token: str) -> int:
-    """A word's xxh3, with its two lowest bits replaced by flags: anchor word, number.
+    """A token's xxh3, with its three lowest bits replaced by flags: anchor word, number, punctuation.
 
     Words are classified once per process (a bounded cache: news vocabulary repeats), so the
     signature needs no per-word Python work beyond one dictionary lookup.
     """
     value = _token_cache.get(token)
     if value is None:
-        value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~3
-        if token not in common_words() and (len(token) >= 3 or not token.isalpha()):
+        value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~7
+        if not token.isalnum():
+            value |= _PUNCT
+        elif token not in common_words() and (len(token) >= 3 or not token.isalpha()):
             value |= _ANCHOR
         if token.isdigit() and len(token) >= 2:
             value |= _NUMBER
@@ -92,9 +96,21 @@ def _token_hash(token: str) -> int:
 
 
 def _hash_words(tokens: list[str]) -> np.ndarray:
-    """The flagged hash of every word (see :func:`_token_hash`)."""
+    """The flagged hash of every token (see :func:`_token_hash`)."""
     get = _token_cache.get
     return np.array([get(w) or _token_hash(w) for w in tokens], dtype=np.uint64)
+
+
+def _word_hashes(paragraphs: list[list[str]]) -> tuple[np.ndarray, list[int]]:
+    """Hashes of the words (punctuation left out) of split paragraphs, and each paragraph's count."""
+    flagged = _hash_words(list(itertools.chain.from_iterable(paragraphs)))
+    is_word = (flagged & _U64(_PUNCT)) == 0
+    counts = []
+    pos = 0
+    for tokens in paragraphs:
+        counts.append(int(np.count_nonzero(is_word[pos : pos + len(tokens)])) if tokens else 0)
+        pos += len(tokens)
+    return flagged[is_word], counts
 
 
 def words(match_text: str) -> list[str]:
@@ -300,20 +316,19 @@ def signature(
     """
     lines = match_body.split("\n")
     if paragraphs_match is None or paragraphs_match == lines:
-        # The usual case: the paragraphs are the body's lines, so one pass tokenizes both.
-        para_tokens = [[w for w in line.split() if w.isalnum()] for line in lines]
-        tokens = [w for p in para_tokens for w in p]
-        same_words = True
+        # The usual case: the paragraphs are the body's lines, so one pass hashes both.
+        hashes, counts = _word_hashes([line.split() for line in lines])
+        para_hashes_all = hashes
     else:
-        para_tokens = [words(text) for text in paragraphs_match]
-        tokens = words(match_body)
-        same_words = False
-    hashes = _hash_words(tokens)
+        hashes, _ = _word_hashes([match_body.split()])
+        para_hashes_all, counts = _word_hashes([text.split() for text in paragraphs_match])
 
     # One matrix of permuted shingle hashes serves the body MinHash (all rows) and the lede MinHash
     # (the rows of the lede's shingles, first LEDE_HASHES permutations).
     shingles = _shingle_hashes(hashes, SHINGLE)
-    permuted = (shingles[:, None] * _BODY_A[None, :] + _BODY_B[None, :]) >> _U64(32)
+    permuted = np.multiply.outer(shingles, _BODY_A)  # in place from here: no temporaries
+    permuted += _BODY_B
+    permuted >>= _U64(32)
     mins = permuted.min(axis=0)
     body = _fold16(mins)
     skip = min(_dateline_words(match_body), max(0, len(shingles) - 1))
@@ -344,21 +359,17 @@ def signature(
 
     # One SimHash per paragraph, all paragraphs at once: a word's 32 bits vote +1/-1, summed per
     # paragraph with reduceat (a numpy call per paragraph would cost more than the whole signature).
-    kept = [i for i, p in enumerate(para_tokens) if p][:MAX_PARAGRAPHS]
-    para_words = [min(len(para_tokens[i]), 255) for i in kept]
+    kept = [i for i, n in enumerate(counts) if n][:MAX_PARAGRAPHS]
+    para_words = [min(counts[i], 255) for i in kept]
     para_hashes: list[int] = []
     if kept:
-        if same_words:
-            offsets = np.cumsum([0] + [len(p) for p in para_tokens])
-            ph = (
-                np.concatenate([hashes[offsets[i] : offsets[i + 1]] for i in kept])
-                if len(kept) < len(para_tokens)
-                else hashes
-            )
-        else:
-            ph = _hash_words([w for i in kept for w in para_tokens[i]])
-        lengths = np.array([len(para_tokens[i]) for i in kept])
-        votes = (((ph >> _U64(32))[:, None] & _BITS32[None, :]) != 0).astype(np.int32)
+        offsets = np.cumsum([0, *counts])
+        ph = para_hashes_all
+        if len(kept) < sum(1 for n in counts if n):  # more paragraphs than kept: only theirs
+            ph = np.concatenate([para_hashes_all[offsets[i] : offsets[i + 1]] for i in kept])
+        lengths = np.array([counts[i] for i in kept])
+        bits = np.unpackbits((ph >> _U64(32)).astype("<u4").view(np.uint8), bitorder="little")
+        votes = bits.reshape(-1, 32).astype(np.int32)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         sums = np.add.reduceat(votes, starts, axis=0) * 2 > lengths[:, None]
         para_hashes = (sums.astype(np.uint64) * _BITS32[None, :]).sum(axis=1).tolist()
@@ -368,7 +379,7 @@ def signature(
         published_minute=minute_of(published_at),
         source_hash=xxhash.xxh32_intdigest(source.encode("utf-8")) & 0xFFFF,
         digest=digest,
-        n_words=len(tokens),
+        n_words=len(hashes),
         n_shingles=len(shingles),
         body=body.astype("<u2").tobytes(),
         lede=lede.astype("<u2").tobytes(),
