@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models.base import insert_for, utcnow
@@ -128,3 +128,109 @@ def story_by_id(session: Session, story_id: int) -> Story | None:
     return session.get(Story, story_id)
 
 
+
+
+# --- micro-batch forms: a handful of statements per batch instead of several per delivery ---------
+
+
+def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
+                content_hashes: Iterable[str]) -> tuple[dict[tuple[str, str], Holder], dict[str, Holder]]:
+    """Who already holds each of ``source_keys`` and ``content_hashes`` (two SELECTs)."""
+    keys = sorted(set(source_keys))
+    hashes = sorted(set(content_hashes))
+    by_key: dict[tuple[str, str], Holder] = {}
+    by_hash: dict[str, Holder] = {}
+    if keys:
+        rows = session.execute(
+            select(SourceKey.source, SourceKey.source_id, SourceKey.delivery_id, SourceKey.story_id,
+                   SourceKey.version).where(tuple_(SourceKey.source, SourceKey.source_id).in_(keys))
+        )
+        for source, source_id, delivery_id, story_id, version in rows:
+            by_key[(source, source_id)] = Holder(delivery_id, story_id, version)
+    if hashes:
+        rows = session.execute(
+            select(Fingerprint.content_hash, Fingerprint.delivery_id, Fingerprint.story_id,
+                   Fingerprint.version).where(Fingerprint.content_hash.in_(hashes))
+        )
+        for content_hash, delivery_id, story_id, version in rows:
+            by_hash[content_hash] = Holder(delivery_id, story_id, version)
+    return by_key, by_hash
+
+
+def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
+    """Claim each (source, source_id) for its delivery id in one statement; returns the keys won.
+
+    Rows go in key order, so two batches claiming overlapping keys lock them in the same order
+    and cannot deadlock on each other; a key held by a transaction still running is waited for.
+    """
+    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None} for s, i, d in sorted(claims)]
+    if not rows:
+        return set()
+    stmt = (insert_for(session)(SourceKey).on_conflict_do_nothing(index_elements=["source", "source_id"])
+            .returning(SourceKey.source, SourceKey.source_id))
+    return {(source, source_id) for source, source_id in session.execute(stmt, rows)}
+
+
+def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]]) -> set[str]:
+    """Claim each content hash for its delivery id in one statement; returns the hashes won."""
+    rows = [{"content_hash": h, "delivery_id": d, "story_id": None} for h, d in sorted(claims)]
+    if not rows:
+        return set()
+    stmt = (insert_for(session)(Fingerprint).on_conflict_do_nothing(index_elements=["content_hash"])
+            .returning(Fingerprint.content_hash))
+    return set(session.scalars(stmt, rows))
+
+
+def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new stories (each with its first version); returns story ids by canonical delivery id."""
+    if not stories:
+        return {}
+    rows = [{"version": 1, "withdrawn": False, **values} for values in stories]
+    stmt = insert(Story).returning(Story.canonical_delivery_id, Story.id)
+    ids = dict(session.execute(stmt, rows).tuples().all())
+    session.execute(insert(StoryVersion), [
+        {"story_id": ids[v["canonical_delivery_id"]], "version": 1, "delivery_id": v["canonical_delivery_id"],
+         "title": v["title"], "body": v["body"], "paragraphs": v["paragraphs"],
+         "content_hash": v["content_hash"], "changes": None}
+        for v in stories
+    ])
+    return ids
+
+
+def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, int]],
+                     fingerprints: list[tuple[str, int, int]]) -> None:
+    """Point claimed keys at their stories: (source, source_id, story_id, version) and
+    (content_hash, story_id, version), one executemany UPDATE per table."""
+    if source_keys:
+        stmt = (update(SourceKey)
+                .where(SourceKey.source == bindparam("k_source"),
+                       SourceKey.source_id == bindparam("k_source_id"))
+                .values(story_id=bindparam("k_story_id"), version=bindparam("k_version")))
+        session.connection().execute(stmt, [
+            {"k_source": s, "k_source_id": i, "k_story_id": story, "k_version": v}
+            for s, i, story, v in sorted(source_keys)
+        ])
+    if fingerprints:
+        stmt = (update(Fingerprint).where(Fingerprint.content_hash == bindparam("k_hash"))
+                .values(story_id=bindparam("k_story_id"), version=bindparam("k_version")))
+        session.connection().execute(stmt, [
+            {"k_hash": h, "k_story_id": story, "k_version": v} for h, story, v in sorted(fingerprints)
+        ])
+
+
+DELIVERY_COLUMNS = ("id", "source", "source_id", "format", "run_id", "correlation_id", "received_at",
+                    "processed_at", "status", "story_id", "version", "duplicate_of", "content_hash", "title",
+                    "body", "record", "raw", "error")
+
+
+def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set[str]:
+    """Record many deliveries' outcomes in one statement; returns the ids actually inserted (an id
+    missing was recorded already, by a concurrent redelivery)."""
+    if not deliveries:
+        return set()
+    now = utcnow()
+    # executemany needs the same keys in every row
+    rows = [{c: values.get(c) for c in DELIVERY_COLUMNS} | {"processed_at": values.get("processed_at") or now}
+            for values in deliveries]
+    stmt = insert_for(session)(Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
+    return set(session.scalars(stmt, rows))

@@ -3,11 +3,16 @@
 Plain functions, no Celery: the task in ``worker/tasks.py`` is a thin adapter around
 :func:`process_batch`, and tests and benchmarks call it directly.
 
-Guarantees, per batch: one database transaction, committed by the caller; each delivery runs in its
-own SAVEPOINT, so one bad delivery is recorded as ``rejected`` (with its traceback) without failing
-or delaying its neighbours; a delivery already committed (a redelivered message) is skipped, so
-running a batch twice stores nothing twice. Transient database errors propagate, and the whole
-batch is retried.
+Guarantees, per batch: one database transaction, committed by the caller; one bad delivery is
+recorded as ``rejected`` (with its traceback) without failing or delaying its neighbours; a
+delivery already committed (a redelivered message) is skipped, so running a batch twice stores
+nothing twice. Transient database errors propagate, and the whole batch is retried.
+
+Speed: the stages' CPU work runs per delivery, but the batch's database work is a handful of
+statements (one SELECT for every key holder, one ``INSERT ... ON CONFLICT`` per key table, one
+INSERT each for stories, versions and deliveries), not several statements and a SAVEPOINT per
+delivery. When a batch cannot be written that way, it is run one delivery at a time, each in its
+own SAVEPOINT (:func:`process_one`), with the same outcomes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import ingest as queries
-from worker.messages import DeliveryMessage, IngestBatch
+from worker.messages import Delivery, DeliveryMessage, IngestBatch
 from worker.stages import dedup
 from worker.stages import enrich as enrich_stage
 from worker.stages import normalize as normalize_stage
@@ -45,10 +51,13 @@ def is_transient(exc: BaseException) -> bool:
 @dataclass(slots=True)
 class Outcome:
     delivery_id: str
-    status: str  # new | duplicate | near_duplicate | update | rejected | already_processed
+    status: str  # new | duplicate | near_duplicate | update | rejected | already_processed | failed
     story_id: int | None = None
     duplicate_of: str | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)
+    # status "failed": nothing stored, the attempt is charged ("timeout" | "error", with the traceback).
+    failure: str | None = None
+    error: str | None = None
 
 
 def _timed(outcome: Outcome, stage: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -184,20 +193,347 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome) ->
     return outcome if stored else None
 
 
+Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
+
+
 def process_batch(session: Session, batch: IngestBatch, *,
-                  propagate: tuple[type[BaseException], ...] = ()) -> list[Outcome]:
+                  propagate: tuple[type[BaseException], ...] = (), around: Around | None = None,
+                  timeouts: tuple[type[BaseException], ...] = ()) -> list[Outcome]:
     """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
 
-    ``propagate`` as in :func:`process_one`.
+    The batch is written with a handful of statements (:func:`_process_together`), not several per
+    delivery; if that cannot be done (a key it depends on was claimed by a concurrent batch, a
+    redelivery committed meanwhile, a row the database refuses), its SAVEPOINT is rolled back and
+    the deliveries run one by one through :func:`process_one`. Either way the outcomes are the same.
+
+    ``around(msg)`` wraps each delivery's own work (a deadline, the delivery being charged); an
+    error escaping it is then charged to that delivery alone, which comes back with status
+    ``failed`` (``failure`` "timeout" for ``timeouts`` types, else "error") and nothing stored,
+    while the rest of the batch goes on. Without ``around`` such errors propagate. ``propagate``
+    as in :func:`process_one`.
     """
     done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
-    outcomes: list[Outcome] = []
+    results: dict[str, Outcome] = {}
+    todo: list[DeliveryMessage] = []
     for msg in batch.deliveries:
-        with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
-                                                     correlation_id=msg.correlation_id, source=msg.source):
-            if msg.delivery_id in done:
-                log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id])
-                outcomes.append(Outcome(msg.delivery_id, "already_processed"))
-                continue
-            outcomes.append(process_one(session, msg, propagate=propagate))
+        if msg.delivery_id in done:
+            log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id],
+                     delivery_id=msg.delivery_id, correlation_id=msg.correlation_id, source=msg.source)
+            results[msg.delivery_id] = Outcome(msg.delivery_id, "already_processed")
+        else:
+            todo.append(msg)
+    together: list[Outcome] | None = None
+    if todo:
+        failed: list[Outcome] = []
+        try:
+            with session.begin_nested():
+                together = _process_together(session, todo, propagate, around, timeouts, failed)
+        except _OneByOne as exc:
+            log.info("batch_one_by_one", reason=str(exc), deliveries=len(todo))
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch_one_by_one", reason="refused", error=repr(exc)[:500], deliveries=len(todo))
+        if together is None:
+            # Deliveries already charged (timed out) are not run again in this attempt.
+            results.update((o.delivery_id, o) for o in failed)
+            together = [_run_one(session, msg, propagate, around, timeouts)
+                        for msg in todo if msg.delivery_id not in results]
+        results.update((o.delivery_id, o) for o in together)
+    return [results[msg.delivery_id] for msg in batch.deliveries]
+
+
+def _run_one(session: Session, msg: DeliveryMessage, propagate: tuple[type[BaseException], ...],
+             around: Around | None, timeouts: tuple[type[BaseException], ...]) -> Outcome:
+    with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
+                                                 correlation_id=msg.correlation_id, source=msg.source):
+        try:
+            with around(msg) if around is not None else nullcontext():
+                return process_one(session, msg, propagate=propagate)
+        except timeouts:
+            return _charged(msg, "timeout")
+        except Exception as exc:
+            if around is None or is_transient(exc) or isinstance(exc, propagate):
+                raise
+            return _charged(msg, "error")
+
+
+def _charged(msg: DeliveryMessage, failure: str) -> Outcome:
+    """The outcome of a delivery whose attempt failed (called while its error is handled)."""
+    return Outcome(msg.delivery_id, "failed", failure=failure, error=traceback.format_exc(limit=20))
+
+
+# --- the batch written together ------------------------------------------------------------------
+
+
+class _OneByOne(Exception):
+    """The batch cannot be written together: run it delivery by delivery."""
+
+
+@dataclass(slots=True)
+class _Item:
+    """One delivery on its way through :func:`_process_together`."""
+
+    msg: DeliveryMessage
+    outcome: Outcome
+    norm: normalize_stage.Normalized | None = None
+    enrichment: dict[str, Any] | None = None
+    # An exact duplicate of a key holder in the database, or of an earlier delivery of the batch.
+    match: dedup.Match | None = None
+    after: _Item | None = None
+    key: str = ""  # "source_id" | "content", for a duplicate
+    claims_source: bool = False
+    version: int = 1
+    # A processing_error rejection (the pipeline's own quarantine), or an attempt charged.
+    error: dict[str, Any] | None = None
+    charged: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.norm is not None and self.error is None and not self.charged
+
+    @property
+    def duplicate(self) -> bool:
+        return self.match is not None or self.after is not None
+
+    def source_key(self) -> tuple[str, str]:
+        record = self.msg.record
+        assert record is not None
+        return record.source, record.id
+
+
+def _classify(items: list[_Item], by_key: dict[tuple[str, str], queries.Holder],
+              by_hash: dict[str, queries.Holder]) -> list[_Item]:
+    """Exact duplicates, decided in batch order as :func:`dedup.exact` decides them one by one:
+    the (source, source id) first, then the content hash; an earlier delivery of the batch holds a
+    key it claims. Returns the new stories (the deliveries that claim their content hash)."""
+    keys: dict[tuple[str, str], _Item] = {}
+    hashes: dict[str, _Item] = {}
+    new: list[_Item] = []
+    for it in items:
+        it.match, it.after, it.key, it.claims_source = None, None, "", False
+        assert it.norm is not None
+        key, digest = it.source_key(), it.norm.content_hash
+        holder = by_key.get(key)
+        if holder is not None:
+            it.match, it.key = _match(holder, "source_id"), "source_id"
+            continue
+        if key in keys:
+            it.after, it.key = keys[key], "source_id"
+            continue
+        keys[key], it.claims_source = it, True
+        holder = by_hash.get(digest)
+        if holder is not None:
+            it.match, it.key = _match(holder, "content"), "content"
+            continue
+        if digest in hashes:
+            it.after, it.key = hashes[digest], "content"
+            continue
+        hashes[digest] = it
+        new.append(it)
+    return new
+
+
+def _match(holder: queries.Holder, key: str) -> dedup.Match:
+    return dedup.Match(holder.delivery_id, holder.story_id, holder.version, key)
+
+
+def _process_together(session: Session, todo: list[DeliveryMessage],
+                      propagate: tuple[type[BaseException], ...], around: Around | None,
+                      timeouts: tuple[type[BaseException], ...],
+                      failed: list[Outcome]) -> list[Outcome]:
+    """The batch through the stages with batch-level queries: one SELECT for the key holders, one
+    INSERT ... ON CONFLICT per key table for the claims, one INSERT each for the stories, their
+    versions and the deliveries, one UPDATE per key table. CPU work runs per delivery, under
+    ``around``. Raises :class:`_OneByOne` when the batch has to be run one delivery at a time."""
+    items = [_Item(msg, Outcome(msg.delivery_id, "rejected")) for msg in todo]
+
+    def step(it: _Item, stage: str, work: Callable[[], None]) -> None:
+        """One delivery's own work, under its deadline; a failure rejects or charges it alone."""
+        try:
+            with around(it.msg) if around is not None else nullcontext():
+                try:
+                    work()
+                except Exception as exc:
+                    if is_transient(exc) or isinstance(exc, propagate):
+                        raise
+                    with structlog.contextvars.bound_contextvars(delivery_id=it.msg.delivery_id,
+                                                                 correlation_id=it.msg.correlation_id,
+                                                                 source=it.msg.source):
+                        log.error("delivery_failed", stage=stage, error=repr(exc), exc_info=True)
+                    it.error = {"code": "processing_error", "message": f"{type(exc).__name__}: {exc}",
+                                "traceback": traceback.format_exc(limit=20)}
+        except timeouts:
+            it.charged = True
+            failed.append(_charged(it.msg, "timeout"))
+        except Exception as exc:
+            if around is None or is_transient(exc) or isinstance(exc, propagate):
+                raise
+            it.charged = True
+            failed.append(_charged(it.msg, "error"))
+
+    # 1. normalize, per delivery
+    for it in items:
+        record = it.msg.record
+        if record is None:
+            continue
+
+        def normalize(it: _Item = it, record: Delivery = record) -> None:
+            it.norm = _timed(it.outcome, "normalize", normalize_stage.normalize, title=record.title,
+                             body=record.body, format=record.format)
+
+        step(it, "normalize", normalize)
+
+    # 2. exact duplicates against the database's key holders and the batch's own order
+    started = time.perf_counter()
+    live = [it for it in items if it.live]
+    by_key, by_hash = queries.key_holders(session, (it.source_key() for it in live),
+                                          (it.norm.content_hash for it in live if it.norm is not None))
+    new = _classify(live, by_key, by_hash)
+    dedup_s = time.perf_counter() - started
+
+    # 3. enrich the new stories, per delivery; one that fails leaves the batch, and the keys it
+    # would have claimed go to the next delivery holding them, as in one-by-one processing
+    while True:
+        for it in new:
+            if it.enrichment is None and it.live:
+                record = it.msg.record
+                assert record is not None and it.norm is not None
+
+                def enrich(it: _Item = it, record: Delivery = record, norm: Any = it.norm) -> None:
+                    it.enrichment = _timed(
+                        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
+                        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
+                        published_at=record.published_at, language_hint=record.language)
+
+                step(it, "enrich", enrich)
+        if all(it.live for it in new):
+            break
+        live = [it for it in live if it.live]
+        new = _classify(live, by_key, by_hash)
+
+    # 4. claim the keys; a key a concurrent batch won meanwhile makes this delivery its duplicate
+    started = time.perf_counter()
+    claimers = [it for it in live if it.claims_source]
+    won = queries.claim_source_keys(session, [(*it.source_key(), it.msg.delivery_id) for it in claimers])
+    lost = [it for it in claimers if it.source_key() not in won]
+    lost_ids = {id(it) for it in lost}
+    fp_claims = [it for it in new if id(it) not in lost_ids]
+    won_hashes = queries.claim_fingerprints(
+        session, [(it.norm.content_hash, it.msg.delivery_id) for it in fp_claims if it.norm is not None])
+    lost_fp = [it for it in fp_claims if it.norm is not None and it.norm.content_hash not in won_hashes]
+    if lost or lost_fp:
+        raced = {id(it) for it in (*lost, *lost_fp)}
+        if any(it.after is not None and id(it.after) in raced for it in live):
+            raise _OneByOne("a delivery of the batch depends on a key claimed concurrently")
+        held_key, held_hash = queries.key_holders(
+            session, (it.source_key() for it in lost),
+            (it.norm.content_hash for it in lost_fp if it.norm is not None))
+        for it in lost:
+            holder = held_key.get(it.source_key())
+            if holder is None:
+                raise _OneByOne("a lost key claim has no holder")
+            it.match, it.key, it.claims_source = _match(holder, "source_id"), "source_id", False
+        for it in lost_fp:
+            assert it.norm is not None
+            holder = held_hash.get(it.norm.content_hash)
+            if holder is None:
+                raise _OneByOne("a lost content claim has no holder")
+            it.match, it.key = _match(holder, "content"), "content"
+        new = [it for it in new if not it.duplicate]
+    dedup_s += time.perf_counter() - started
+
+    # 5. persist: the stories, then every delivery's outcome
+    started = time.perf_counter()
+    story_ids = queries.create_stories(session, [_story_values(it) for it in new])
+    key_updates: list[tuple[str, str, int, int]] = []
+    hash_updates: list[tuple[str, int, int]] = []
+    for it in new:
+        assert it.norm is not None
+        story_id = story_ids[it.msg.delivery_id]
+        it.outcome.status, it.outcome.story_id, it.version = "new", story_id, 1
+        key_updates.append((*it.source_key(), story_id, 1))
+        hash_updates.append((it.norm.content_hash, story_id, 1))
+    for it in live:
+        if not it.duplicate:
+            continue
+        if it.match is not None:
+            story_id, it.version, duplicate_of = it.match.story_id, it.match.version, it.match.delivery_id
+        else:
+            assert it.after is not None
+            earlier = it.after
+            story_id, it.version = earlier.outcome.story_id, earlier.version
+            duplicate_of = earlier.msg.delivery_id
+        it.outcome.status, it.outcome.story_id, it.outcome.duplicate_of = "duplicate", story_id, duplicate_of
+        if it.key == "content" and story_id is not None:
+            key_updates.append((*it.source_key(), story_id, it.version))
+    queries.attach_keys_many(session, key_updates, hash_updates)
+    rows = [_delivery_values(it) for it in items if not it.charged]
+    stored = queries.insert_deliveries(session, rows)
+    if len(stored) != len(rows):
+        raise _OneByOne("a delivery of the batch was recorded meanwhile")
+    persist_ms = round((time.perf_counter() - started) * 1000 / max(len(rows), 1), 3)
+    dedup_ms = round(dedup_s * 1000 / max(len(live), 1), 3)
+
+    # 6. one summary line per stage per delivery; the batch-level stages report each delivery's share
+    outcomes: list[Outcome] = []
+    for it in items:
+        if it.charged:
+            continue
+        outcomes.append(it.outcome)
+        if it.error is not None:
+            continue  # delivery_failed was logged when it happened
+        context = {"delivery_id": it.msg.delivery_id, "correlation_id": it.msg.correlation_id,
+                   "source": it.msg.source}
+        if it.msg.rejected is not None:
+            it.outcome.stage_ms["persist"] = persist_ms
+            log.info("stage_completed", stage="persist", outcome="rejected", duration_ms=persist_ms,
+                     story_id=None, **context)
+            continue
+        it.outcome.stage_ms["dedup"] = dedup_ms
+        it.outcome.stage_ms["persist"] = persist_ms
+        story_id = it.outcome.story_id
+        log.info("stage_completed", stage="normalize", outcome="ok",
+                 duration_ms=it.outcome.stage_ms["normalize"], story_id=None, **context)
+        log.info("stage_completed", stage="dedup",
+                 outcome=f"duplicate_by_{it.key}" if it.duplicate else "new",
+                 duration_ms=dedup_ms, story_id=story_id if it.duplicate else None, batch=len(live),
+                 **context)
+        if not it.duplicate:
+            log.info("stage_completed", stage="enrich", outcome="ok",
+                     duration_ms=it.outcome.stage_ms["enrich"], story_id=None, **context)
+        log.info("stage_completed", stage="persist", outcome=it.outcome.status, duration_ms=persist_ms,
+                 story_id=story_id, batch=len(rows), **context)
     return outcomes
+
+
+def _story_values(it: _Item) -> dict[str, Any]:
+    record, norm, enrichment = it.msg.record, it.norm, it.enrichment
+    assert record is not None and norm is not None and enrichment is not None
+    return dict(
+        canonical_delivery_id=it.msg.delivery_id, source=record.source, source_id=record.id,
+        title=record.title, body=record.body, paragraphs=norm.paragraphs,
+        normalized_title=norm.match_title, normalized_body=norm.match_body,
+        content_hash=norm.content_hash, url=record.url, published_at=record.published_at,
+        language=enrichment.get("language") or record.language, enrichment=enrichment,
+        enrichment_version=enrich_stage.ENRICHMENT_VERSION, pipeline_version=PIPELINE_VERSION,
+    )
+
+
+def _delivery_values(it: _Item) -> dict[str, Any]:
+    msg, record = it.msg, it.msg.record
+    values: dict[str, Any] = dict(
+        id=msg.delivery_id, source=msg.source, run_id=msg.run_id, correlation_id=msg.correlation_id,
+        received_at=msg.received_at, record=_record_fields(msg),
+    )
+    if record is None:
+        assert msg.rejected is not None
+        return values | dict(source_id=msg.rejected.source_id, format=msg.rejected.format, status="rejected",
+                             raw=msg.rejected.raw,
+                             error={"code": msg.rejected.code, "message": msg.rejected.message})
+    values |= dict(source_id=record.id, format=record.format, title=record.title, body=record.body)
+    if it.error is not None:
+        return values | dict(status="rejected", error=it.error)
+    assert it.norm is not None
+    return values | dict(status=it.outcome.status, story_id=it.outcome.story_id, version=it.version,
+                         duplicate_of=it.outcome.duplicate_of, content_hash=it.norm.content_hash)

@@ -212,23 +212,22 @@ class AttemptRunner:
             return result
         finished: dict[int, tuple[str, str | None]] = {}
         with self.sessions.begin() as session:
-            for msg in self.plan.todo:
-                exec_id = self.plan.exec_ids[msg.delivery_id]
-                with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
-                                                             correlation_id=msg.correlation_id):
-                    try:
-                        with self.around(msg):
-                            outcome = pipeline.process_one(session, msg, propagate=self.propagate)
-                    except DeliveryTimeout:
-                        finished[exec_id] = self._charge("timeout")
-                        result.failed.append(msg.delivery_id)
-                        continue
-                    except Exception as exc:
-                        if pipeline.is_transient(exc) or isinstance(exc, self.propagate):
-                            raise
-                        finished[exec_id] = self._charge("error")
-                        result.failed.append(msg.delivery_id)
-                        continue
+            # The pipeline writes the batch with a few statements and charges a delivery whose
+            # own work times out or raises (under self.around) alone, as status "failed".
+            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=self.plan.todo),
+                                              propagate=self.propagate, around=self.around,
+                                              timeouts=(DeliveryTimeout,))
+            self.current = None
+            for outcome in outcomes:
+                exec_id = self.plan.exec_ids[outcome.delivery_id]
+                if outcome.status == "failed":
+                    assert outcome.failure is not None
+                    finished[exec_id] = (outcome.failure, outcome.error)
+                    result.failed.append(outcome.delivery_id)
+                    last_line = (outcome.error or "").strip().splitlines()[-1:] or [""]
+                    log.warning("delivery_attempt_failed", delivery_id=outcome.delivery_id,
+                                outcome=outcome.failure, error=last_line[0][:300])
+                    continue
                 finished[exec_id] = (_exec_outcome(outcome), None)
                 result.outcomes.append(outcome)
             ledger.finish_executions(session, finished)
