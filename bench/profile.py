@@ -1,0 +1,84 @@
+"""Where a worker's time goes: the ``akhbar.ingest`` task body under pyinstrument, in this process.
+
+    uv run python -m bench.profile [--deliveries 3000] [--html out.html]
+
+Builds the same deliveries as ``bench.e2e``, serializes each micro-batch exactly as the publisher
+does (the task receives the decoded message), and runs the registered task's body in this process
+(``Task.apply``: no broker, so the profile holds the worker's own work, not Celery's transport)
+against a fresh PostgreSQL database and a private Redis prefix, both removed afterwards. Prints
+the profile's top frames and the per-story cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import redis
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pyinstrument import Profiler
+
+    from akhbar.logging import configure_logging
+    from akhbar.settings import Settings
+    from bench.e2e import PG_ADMIN_URL, REDIS_URL, build_records, fresh_database, parse, private_prefix
+    from models.session import upgrade
+    from producers.publish import Publisher
+    from worker.messages import IngestBatch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=3000)
+    parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML report here")
+    parser.add_argument("--log", type=Path, default=Path("/dev/null"), help="where the worker's log lines go")
+    args = parser.parse_args(argv)
+
+    lines, _ = build_records(args.deliveries)
+    client = redis.Redis.from_url(REDIS_URL)
+    with fresh_database("profile") as url, private_prefix(client, "profile") as prefix:
+        upgrade(url)
+        settings = Settings(database_url=url, redis_url=REDIS_URL, redis_prefix=prefix, log_format="json")
+        # The worker logs every stage line as it would in production, to a file (a worker's stderr).
+        with args.log.open("w") as sink:
+            import sys
+
+            stderr, sys.stderr = sys.stderr, sink
+            try:
+                configure_logging("INFO", "json", force=True)
+                publisher = Publisher(settings)
+                task = publisher.app.tasks["akhbar.ingest"]
+                items = list(parse(lines, settings))
+                run_id = uuid.uuid4().hex
+                messages = [publisher.wrap(i, run_id=run_id, correlation_id=run_id) for i in items]
+                size = settings.batch_size
+                # What the worker decodes: the JSON the publisher sends.
+                payloads = [
+                    orjson.loads(orjson.dumps(
+                        IngestBatch(deliveries=messages[i : i + size]).model_dump(mode="json", exclude_defaults=True)
+                        | {"v": 1}))
+                    for i in range(0, len(messages), size)
+                ]
+                task.apply(kwargs=payloads[0])  # warm-up: gazetteer, connections
+                profiler = Profiler(interval=0.0005)
+                started = time.perf_counter()
+                profiler.start()
+                for payload in payloads[1:]:
+                    task.apply(kwargs=payload, task_id=str(uuid.uuid4()))
+                profiler.stop()
+                seconds = time.perf_counter() - started
+            finally:
+                sys.stderr = stderr
+                configure_logging("WARNING", "json", force=True)
+    n = len(messages) - len(payloads[0]["deliveries"])
+    print(f"{n} deliveries in {seconds:.2f} s under the profiler: {1000 * seconds / n:.3f} ms per delivery "
+          f"({n / seconds:,.0f} per second in one process)")
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+    if args.html:
+        args.html.write_text(profiler.output_html())
+
+
+if __name__ == "__main__":
+    main()
