@@ -234,9 +234,9 @@ def process_batch(session: Session, batch: IngestBatch, *,
             if is_transient(exc):
                 raise
             log.warning("batch_one_by_one", reason="refused", error=repr(exc)[:500], deliveries=len(todo))
+        # Deliveries charged (timed out) are not run again in this attempt.
+        results.update((o.delivery_id, o) for o in failed)
         if together is None:
-            # Deliveries already charged (timed out) are not run again in this attempt.
-            results.update((o.delivery_id, o) for o in failed)
             together = [_run_one(session, msg, propagate, around, timeouts)
                         for msg in todo if msg.delivery_id not in results]
         results.update((o.delivery_id, o) for o in together)
