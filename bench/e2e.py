@@ -224,11 +224,19 @@ def _token() -> str:
 
 
 @contextmanager
-def fresh_database(tag: str, admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
-    """A new PostgreSQL database for one scenario (dropped afterwards); yields its SQLAlchemy URL."""
+def fresh_database(
+    tag: str, admin_url: str = PG_ADMIN_URL, settings: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A new PostgreSQL database for one scenario (dropped afterwards); yields its SQLAlchemy URL.
+
+    ``settings`` become the database's defaults (``ALTER DATABASE ... SET``), as an operator would
+    set them, e.g. ``default_toast_compression=lz4``.
+    """
     name = f"akhbar_bench_{tag}_{_token()}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            conn.execute(f'ALTER DATABASE "{name}" SET {key} = {value}')
     base = admin_url.rsplit("/", 1)[0]
     try:
         yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
@@ -382,6 +390,8 @@ class RunResult:
     rss_mb: dict[str, float] = field(default_factory=dict)
     redis: dict[str, float] = field(default_factory=dict)
     rate: float | None = None
+    # 1-minute load average of the machine when the run ended (others' work shows up here)
+    load_avg: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -504,6 +514,7 @@ def run_akhbar(
     logs: Path,
     rate: float | None = None,
     label: str = "akhbar",
+    pg_settings: dict[str, str] | None = None,
 ) -> RunResult:
     """One scenario: fresh database and prefix, ``akhbar worker -c workers``, publish, wait, measure."""
     from sqlalchemy import func, select
@@ -513,7 +524,7 @@ def run_akhbar(
     from producers.publish import Publisher
 
     client = redis.Redis.from_url(redis_url)
-    with fresh_database("e2e", admin_url) as url, private_prefix(client, "e2e") as prefix:
+    with fresh_database("e2e", admin_url, pg_settings) as url, private_prefix(client, "e2e") as prefix:
         upgrade(url)
         settings = _akhbar_settings(url, prefix, redis_url)
         log_path = logs / f"{label}-w{workers}.log"
@@ -602,6 +613,7 @@ def run_akhbar(
                 "bytes_per_story": round(index_bytes / max(len(rows), 1), 1),
             },
             rate=rate,
+            load_avg=round(os.getloadavg()[0], 2),
         )
         progress(
             f"{label}: {result.stories_per_second} stories/s, p99 {result.latency_ms.get('p99')} ms, "
@@ -852,6 +864,8 @@ class Options:
     embedded_records: int | None = None  # None: the whole corpus
     message_sample: int = 1_000
     seed: int = 7
+    # PostgreSQL settings for akhbar's databases (ALTER DATABASE ... SET), e.g. default_toast_compression=lz4
+    pg_settings: dict[str, str] = field(default_factory=dict)
     redis_url: str = REDIS_URL
     admin_url: str = PG_ADMIN_URL
     logs: Path | None = None
@@ -892,11 +906,18 @@ def run(opts: Options) -> dict[str, Any]:
         admin_url=opts.admin_url,
         logs=logs,
         label="throughput",
+        pg_settings=opts.pg_settings,
     )
     scaling = None
     if opts.scaling and opts.workers != 1:
         scaling = run_akhbar(
-            lines, workers=1, redis_url=opts.redis_url, admin_url=opts.admin_url, logs=logs, label="scaling"
+            lines,
+            workers=1,
+            redis_url=opts.redis_url,
+            admin_url=opts.admin_url,
+            logs=logs,
+            label="scaling",
+            pg_settings=opts.pg_settings,
         )
     paced = None
     if opts.latency:
@@ -908,6 +929,7 @@ def run(opts: Options) -> dict[str, Any]:
             admin_url=opts.admin_url,
             logs=logs,
             rate=rate,
+            pg_settings=opts.pg_settings,
             label="latency",
         )
     embedded = None
@@ -939,6 +961,7 @@ def run(opts: Options) -> dict[str, Any]:
             "latency": paced.as_dict() if paced else None,
             "embedded": embedded,
             "logs": str(logs),
+            "pg_settings": opts.pg_settings,
         }
     )
     out["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -1051,6 +1074,14 @@ def main(argv: list[str] | None = None) -> None:
         "--embedded-records", type=int, default=None, help="records for embedded mode (default: whole corpus)"
     )
     parser.add_argument("--logs", type=Path, default=None, help="directory for the worker logs")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="PostgreSQL setting for akhbar's databases (ALTER DATABASE ... SET), e.g. "
+        "default_toast_compression=lz4",
+    )
     args = parser.parse_args(argv)
     result = run(
         Options(
@@ -1063,6 +1094,7 @@ def main(argv: list[str] | None = None) -> None:
             embedded=not args.no_embedded,
             embedded_records=args.embedded_records,
             logs=args.logs,
+            pg_settings=dict(item.split("=", 1) for item in args.pg_setting),
         )
     )
     if args.json:
