@@ -488,5 +488,179 @@ def _set_source(name: str, state: str) -> None:
     typer.echo(f"{name}: {state}")
 
 
+# --- delivery guarantees: reconciliation and the dead-letter set -------------------------------
+
+dlq_app = typer.Typer(help="Quarantined deliveries: list them, replay them after a fix.",
+                       no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _queue_worker(settings: Settings, publisher: Any) -> Any:
+    """In embedded mode, the in-process worker that consumes what this command publishes."""
+    from contextlib import nullcontext
+
+    if not settings.embedded:
+        return nullcontext()
+    from worker.embedded import embedded_worker
+
+    return embedded_worker(publisher.app, [settings.queue_live, settings.queue_bulk])
+
+
+def _wait_ids(settings: Settings, ids: list[str], timeout: float) -> dict[str, int]:
+    """Wait until every delivery of ``ids`` is committed; their statuses by count."""
+    from models.ingest import processed_deliveries
+    from models.session import session_factory
+
+    sessions = session_factory(settings.database_url)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    while True:
+        done: dict[str, str] = {}
+        with sessions() as session:
+            for start in range(0, len(ids), 1000):
+                done.update(processed_deliveries(session, ids[start:start + 1000]))
+        if len(done) >= len(ids) or (deadline is not None and time.monotonic() > deadline):
+            counts: dict[str, int] = {}
+            for status in done.values():
+                counts[status] = counts.get(status, 0) + 1
+            counts["pending"] = len(ids) - len(done)
+            return counts
+        time.sleep(0.25)
+
+
+@app.command()
+def reconcile(
+    grace: Annotated[float | None, typer.Option(help=(
+        "Seconds a published delivery may stay uncommitted before it counts as lost "
+        "(default: AKHBAR_RECONCILE_GRACE)."))] = None,
+    every: Annotated[float, typer.Option(help="Run every this many seconds until stopped (0: once).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each pass's report as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Embedded mode: wait this long for what runs again.")] = 600,
+) -> None:
+    """Publish again what was published but never committed (lost on the way).
+
+    Every delivery the publish ledger has and the store does not, once it is neither queued nor
+    being processed. Safe to run any time, and periodically (--every).
+    """
+    import signal
+
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from producers.publish import Publisher
+    from worker.reconcile import reconcile_once
+
+    publisher = Publisher(settings)
+    if settings.embedded:
+        if every:
+            _err("--every needs a Redis broker: in embedded mode nothing outlives the process that published")
+            raise typer.Exit(2)
+        # The in-memory queue of the process that published is gone with it: whatever it left
+        # unsettled is lost, and runs here.
+        with _queue_worker(settings, publisher):
+            report = reconcile_once(settings, publisher, grace=grace, in_broker=set)
+            pending = _wait_ids(settings, report.republished_ids, timeout)["pending"] \
+                if report.republished_ids else 0
+        _print_reconcile(report.as_dict() | {"pending": pending}, as_json)
+        raise typer.Exit(1 if pending else 0)
+    stop = {"now": False}
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while True:
+        try:
+            report = reconcile_once(settings, publisher, grace=grace)
+            _print_reconcile(report.as_dict(), as_json)
+        except Exception as exc:
+            if not every:
+                raise
+            # The database or the broker is away: try again at the next tick.
+            log.error("reconcile_failed", error=repr(exc))
+        if not every:
+            return
+        deadline = time.monotonic() + every
+        while time.monotonic() < deadline and not stop["now"]:
+            time.sleep(min(0.2, every))
+        if stop["now"]:
+            return
+
+
+def _print_reconcile(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(orjson.dumps(report).decode())
+        return
+    typer.echo(" ".join(f"{k}={v}" for k, v in report.items()))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str | None, typer.Option(help=(
+        "Only this reason: processing_error, worker_lost, timeout, retries_exhausted."))] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+) -> None:
+    """Quarantined deliveries, oldest first, with their reason and message."""
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from models.ledger import quarantined
+    from models.session import session_factory
+    from worker.quarantine import QUARANTINE_CODES
+
+    with session_factory(settings.database_url)() as session:
+        rows = quarantined(session, codes=QUARANTINE_CODES, reason=reason, limit=limit)
+        docs = [{"delivery_id": r.id, "source": r.source, "source_id": r.source_id,
+                 "reason": (r.error or {}).get("code"), "message": (r.error or {}).get("message"),
+                 "has_traceback": bool((r.error or {}).get("traceback")),
+                 "received_at": r.received_at.isoformat(), "processed_at": r.processed_at.isoformat()}
+                for r in rows]
+    if as_json:
+        for doc in docs:
+            typer.echo(orjson.dumps(doc).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("delivery", "source", "source id", "reason", "message", "processed")
+    for doc in docs:
+        table.add_row(doc["delivery_id"], doc["source"], str(doc["source_id"] or "")[:30], doc["reason"],
+                      str(doc["message"] or "")[:60], doc["processed_at"][:19])
+    Console().print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str | None, typer.Option(help="Only deliveries quarantined for this reason.")] = None,
+    delivery_id: Annotated[list[str] | None,
+                           typer.Option("--id", help="Only these deliveries (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every replayed delivery is committed again.")] = True,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds (0: never).")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Run quarantined deliveries again, after a fix.
+
+    They keep their delivery ids; their earlier attempts no longer count toward quarantine.
+    """
+    settings = _settings()
+    ensure_schema(settings, auto=settings.embedded)
+    from producers.publish import Publisher
+    from worker.quarantine import replay_quarantined
+
+    publisher = Publisher(settings)
+    counts: dict[str, int] = {}
+    with _queue_worker(settings, publisher):
+        ids = replay_quarantined(settings, publisher, reason=reason, delivery_ids=delivery_id, limit=limit)
+        if ids and (wait or settings.embedded):
+            counts = _wait_ids(settings, ids, timeout)
+    summary: dict[str, Any] = {"replayed": len(ids), **counts}
+    if as_json:
+        typer.echo(orjson.dumps(summary).decode())
+    else:
+        typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
+    if counts.get("pending"):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -344,3 +344,37 @@ def rebuild_message(row: Any) -> DeliveryMessage | None:
                         published_at=datetime.fromisoformat(published) if published else None,
                         language=record.get("language"), format=row.format, extra=extra),
     )
+
+
+def replay_quarantined(settings: Any, publisher: Any, *, reason: str | None = None,
+                       delivery_ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+    """Publish quarantined deliveries again (``akhbar dlq replay``), under their own delivery ids.
+
+    In one transaction, each delivery leaves the store, its earlier attempts stop counting toward
+    quarantine, and the publish ledger gets it back as unsettled; then it is published. If this
+    process dies in between, the reconciler publishes it (it is in the ledger and not in the store).
+    Deliveries that cannot be rebuilt (a message that never validated) stay where they are.
+    """
+    import uuid
+
+    from models.session import session_scope
+    from producers.publish import ledger_rows
+
+    queue = settings.queue_bulk
+    sends: list[tuple[str, list[DeliveryMessage]]] = []
+    with session_scope(settings.database_url, write=True) as session:
+        rows = ledger.quarantined(session, codes=QUARANTINE_CODES, reason=reason, limit=limit)
+        wanted = set(delivery_ids) if delivery_ids else None
+        messages = [m for r in rows if (wanted is None or r.id in wanted) and (m := rebuild_message(r))]
+        released: list[dict[str, Any]] = []
+        for start in range(0, len(messages), settings.batch_size):
+            batch = messages[start:start + settings.batch_size]
+            task_id = str(uuid.uuid4())
+            sends.append((task_id, batch))
+            released.extend(ledger_rows(batch, queue=queue, task_id=task_id))
+        ledger.release_quarantined(session, released)
+    for task_id, batch in sends:
+        publisher.send(batch, queue=queue, task_id=task_id, record=False)
+    ids = [m.delivery_id for _, batch in sends for m in batch]
+    log.info("quarantine_replayed", deliveries=len(ids), reason=reason)
+    return ids

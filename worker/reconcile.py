@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,9 +46,12 @@ class Report:
     republished: int = 0
     messages: int = 0
     seconds: float = 0.0
+    republished_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["republished_ids"]
+        return out
 
 
 def _task_id(raw: bytes) -> str | None:
@@ -154,6 +157,7 @@ def _republish(publisher: Any, lost: list[ledger.Unsettled], batch_size: int, re
             # last_sent_at before the message goes out, as on the first publish.
             publisher.send(messages, queue=queue)
             report.republished += len(messages)
+            report.republished_ids.extend(m.delivery_id for m in messages)
             report.messages += 1
             log.warning("deliveries_republished", queue=queue, deliveries=len(messages),
                         delivery_ids=[m.delivery_id for m in messages][:10])
