@@ -14,9 +14,11 @@ removed afterwards), with real worker processes started as a deployment starts t
 3. **no-op pass**: ``akhbar replay --from-db --all`` once everything is current (all unchanged,
    nothing written): the cost of reading, enriching and comparing alone;
 4. **in process**: :func:`worker.reenrich.reenrich_batch` called directly on the same database in
-   batches of :data:`~worker.reenrich.BATCH_SIZE`, against the enrichment computation alone
-   (:func:`worker.reenrich.enrich_stored` on the same stories, no database) measured in the same
-   run: the difference is what locking, comparing, writing and recording cost;
+   batches of :data:`~worker.reenrich.BATCH_SIZE`, interleaved batch by batch with two baselines on
+   the same stories: the enrichment computation alone (:func:`worker.reenrich.enrich_stored`, no
+   database; the difference is what locking, comparing, writing and recording cost) and the ingest
+   pipeline (``process_batch`` into a fresh database). With no queue and no other process in
+   between, this is the steadiest ratio on a shared machine;
 5. **embedded mode** (unless ``--no-embedded``): the same ingest and re-enrichment through the
    ``akhbar`` command on SQLite with no servers.
 
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from bench.e2e import (
     ROOT,
     Workers,
     fresh_database,
+    parse,
     private_prefix,
     progress,
     worker_env,
@@ -100,17 +104,24 @@ def age(url: str) -> int:
     return len(rows)
 
 
-def in_process(url: str) -> dict[str, Any]:
-    """``reenrich_batch`` called directly, one committed transaction per batch, against the
-    enrichment computation alone on the same stories, interleaved batch by batch so that both see
-    the same load on a shared machine."""
+def in_process(url: str, lines: bytes, admin_url: str) -> dict[str, Any]:
+    """``reenrich_batch`` called directly, one committed transaction per batch, against two
+    baselines on the same stories: the enrichment computation alone, and the ingest pipeline
+    (``process_batch`` into a fresh database, batches of ``batch_size``). The three are interleaved
+    batch by batch, so that all see the same load on a shared machine."""
+    from akhbar.settings import Settings
     from models.reenrich import lock_stories
-    from models.session import session_factory
+    from models.session import session_factory, upgrade
     from worker import reenrich
-    from worker.messages import ReenrichBatch
+    from worker.messages import Delivery, DeliveryMessage, IngestBatch, ReenrichBatch, new_delivery_id
+    from worker.pipeline import process_batch
     from worker.stages.enrich import warm
 
     warm()
+    settings = Settings()
+    records = [DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                               correlation_id="bench", run_id="bench-ingest", record=item)
+               for item in parse(lines.splitlines(), settings) if isinstance(item, Delivery)]
     sessions = session_factory(url, write=True)
     with sessions() as session:
         ids = reenrich.select(session, everything=True)
@@ -118,26 +129,41 @@ def in_process(url: str) -> dict[str, Any]:
     for story in list(stories.values())[:200]:  # fill the enrichment's caches first
         reenrich.enrich_stored(story)
     age(url)
-    compute_s = total_s = 0.0
+    compute_s = total_s = ingest_s = 0.0
+    ingested = 0
     batch_s: list[float] = []
     size = reenrich.BATCH_SIZE
-    for i in range(0, len(ids), size):
-        chunk = ids[i:i + size]
-        start = time.perf_counter()
-        for story_id in chunk:
-            reenrich.enrich_stored(stories[story_id])
-        compute_s += time.perf_counter() - start
-        start = time.perf_counter()
-        with sessions.begin() as session:
-            reenrich.reenrich_batch(session, ReenrichBatch(story_ids=chunk, run_id="bench"))
-        batch_s.append(time.perf_counter() - start)
-        total_s += batch_s[-1]
+    per_ingest = settings.batch_size
+    with fresh_database("reenrich_ingest", admin_url) as ingest_url:
+        upgrade(ingest_url)
+        ingest_sessions = session_factory(ingest_url, write=True)
+        for n, i in enumerate(range(0, len(ids), size)):
+            chunk = ids[i:i + size]
+            start = time.perf_counter()
+            for story_id in chunk:
+                reenrich.enrich_stored(stories[story_id])
+            compute_s += time.perf_counter() - start
+            start = time.perf_counter()
+            with sessions.begin() as session:
+                reenrich.reenrich_batch(session, ReenrichBatch(story_ids=chunk, run_id="bench"))
+            batch_s.append(time.perf_counter() - start)
+            total_s += batch_s[-1]
+            part = records[n * size:(n + 1) * size]
+            start = time.perf_counter()
+            for j in range(0, len(part), per_ingest):
+                with ingest_sessions.begin() as session:
+                    process_batch(session, IngestBatch(deliveries=part[j:j + per_ingest]))
+            ingest_s += time.perf_counter() - start
+            ingested += len(part)
     return {
         "stories": len(ids),
         "stories_per_second": round(len(ids) / total_s, 1),
         "compute_only_stories_per_second": round(len(ids) / compute_s, 1),
+        "ingest_stories_per_second": round(ingested / ingest_s, 1),
+        "ratio_reenrich_to_ingest": round((len(ids) / total_s) / (ingested / ingest_s), 2),
         "ms_per_story": round(total_s / len(ids) * 1000, 3),
         "compute_ms_per_story": round(compute_s / len(ids) * 1000, 3),
+        "ingest_ms_per_story": round(ingest_s / ingested * 1000, 3),
         "batch_median_ms": round(statistics.median(batch_s) * 1000, 1),
         "database_share": round(1 - compute_s / total_s, 3),
     }
@@ -168,7 +194,7 @@ def distributed(lines: bytes, *, workers: int, redis_url: str, admin_url: str, l
         finally:
             pool.stop()
         progress("in process: reenrich_batch against the enrichment computation alone")
-        direct = in_process(url)
+        direct = in_process(url, lines, admin_url)
     return {"ingest": ingest, "reenrich": first, "noop": noop, "in_process": direct}
 
 
@@ -230,6 +256,9 @@ def print_table(result: dict[str, Any]) -> None:
     table.add_row("reenrich_batch in one process", str(p["stories"]), "", str(p["stories_per_second"]), "")
     table.add_row("  enrichment alone, same stories", str(p["stories"]), "",
                   str(p["compute_only_stories_per_second"]), "")
+    table.add_row("  ingest pipeline, same stories", str(p["stories"]), "",
+                  str(p["ingest_stories_per_second"]), "")
+    table.add_row("  reenrich_batch against ingest", "", "", "", f"{p['ratio_reenrich_to_ingest']}x")
     if "embedded" in result:
         e = result["embedded"]
         row("ingest, embedded (SQLite)", e["ingest"], "new")
