@@ -46,3 +46,6 @@ class Delivery(Base):
     # {"code": ..., "message": ..., "traceback": ...} for rejected deliveries.
     error: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    # The near-duplicate signature of a delivery that was not an exact duplicate: the Redis index
+    # is rebuilt from these when it has been lost.
+    neardup_signature: Mapped[bytes | None] = mapped_column(LargeBinary)
