@@ -30,8 +30,10 @@ from sqlalchemy.orm import Session
 
 from models import ingest as queries
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
+from worker.neardup import NearDupIndex
 from worker.stages import dedup
 from worker.stages import enrich as enrich_stage
+from worker.stages import neardup as neardup_stage
 from worker.stages import normalize as normalize_stage
 
 PIPELINE_VERSION = "1"
@@ -102,8 +104,12 @@ def _record_fields(msg: DeliveryMessage) -> dict[str, Any] | None:
 
 
 def process_one(session: Session, msg: DeliveryMessage, *,
-                propagate: tuple[type[BaseException], ...] = ()) -> Outcome:
+                propagate: tuple[type[BaseException], ...] = (),
+                neardup_index: NearDupIndex | None = None) -> Outcome:
     """Run one delivery through the stages inside a savepoint of ``session``'s transaction.
+
+    ``neardup_index`` (the shared Redis index) turns a new story that is the same story as a stored
+    one into its near-duplicate or update; without it near-duplicates are not looked for.
 
     An error of a ``propagate`` type (a time limit) is not the delivery's verdict: it is raised to
     the caller, which counts the attempt, instead of quarantining the delivery on the spot.
@@ -117,7 +123,7 @@ def process_one(session: Session, msg: DeliveryMessage, *,
         return outcome
     try:
         with session.begin_nested() as savepoint:
-            result = _process_record(session, msg, outcome)
+            result = _process_record(session, msg, outcome, neardup_index)
             if result is None:
                 savepoint.rollback()
                 outcome.status = "already_processed"
@@ -141,7 +147,8 @@ def _failed_stage(outcome: Outcome) -> str:
     return "persist"
 
 
-def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome) -> Outcome | None:
+def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome,
+                    neardup_index: NearDupIndex | None = None) -> Outcome | None:
     record = msg.record
     assert record is not None
     norm = _timed(outcome, "normalize", normalize_stage.normalize, title=record.title, body=record.body,
@@ -189,8 +196,25 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome) ->
 
     stored = _timed(outcome, "persist", persist)
     outcome.status = "new"
-    _stage_log(outcome, "persist", "new" if stored else "already_processed")
+    if stored and neardup_index is not None and outcome.story_id is not None:
+        item = _neardup_item(msg, norm, outcome.story_id)
+        decision = neardup_stage.apply(session, neardup_index, [item])[msg.delivery_id]
+        outcome.status, outcome.story_id = decision.status, decision.story_id
+        outcome.duplicate_of = decision.duplicate_of
+        outcome.stage_ms["neardup"] = decision.duration_ms
+        _stage_log(outcome, "neardup", decision.status)
+    _stage_log(outcome, "persist", outcome.status if stored else "already_processed")
     return outcome if stored else None
+
+
+def _neardup_item(msg: DeliveryMessage, norm: normalize_stage.Normalized,
+                  story_id: int) -> neardup_stage.Item:
+    record = msg.record
+    assert record is not None
+    return neardup_stage.Item(
+        delivery_id=msg.delivery_id, story_id=story_id, source=record.source, title=record.title,
+        body=record.body, paragraphs=norm.paragraphs, match_title=norm.match_title,
+        match_body=norm.match_body, content_hash=norm.content_hash, published_at=record.published_at)
 
 
 Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
@@ -198,8 +222,12 @@ Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
 
 def process_batch(session: Session, batch: IngestBatch, *,
                   propagate: tuple[type[BaseException], ...] = (), around: Around | None = None,
-                  timeouts: tuple[type[BaseException], ...] = ()) -> list[Outcome]:
+                  timeouts: tuple[type[BaseException], ...] = (),
+                  neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7) -> list[Outcome]:
     """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
+
+    ``neardup_index`` as in :func:`process_one`; when Redis has lost it, it is rebuilt first from
+    the signatures stored in the last two ``neardup_window_days`` windows.
 
     The batch is written with a handful of statements (:func:`_process_together`), not several per
     delivery; if that cannot be done (a key it depends on was claimed by a concurrent batch, a
@@ -212,6 +240,8 @@ def process_batch(session: Session, batch: IngestBatch, *,
     while the rest of the batch goes on. Without ``around`` such errors propagate. ``propagate``
     as in :func:`process_one`.
     """
+    # Before this transaction writes (and locks) anything: a rebuild waits for indexing transactions.
+    neardup_stage.ensure_index(session, neardup_index, neardup_window_days)
     done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
     results: dict[str, Outcome] = {}
     todo: list[DeliveryMessage] = []
@@ -227,7 +257,8 @@ def process_batch(session: Session, batch: IngestBatch, *,
         failed: list[Outcome] = []
         try:
             with session.begin_nested():
-                together = _process_together(session, todo, propagate, around, timeouts, failed)
+                together = _process_together(session, todo, propagate, around, timeouts, failed,
+                                             neardup_index)
         except _OneByOne as exc:
             log.info("batch_one_by_one", reason=str(exc), deliveries=len(todo))
         except DBAPIError as exc:
@@ -237,19 +268,20 @@ def process_batch(session: Session, batch: IngestBatch, *,
         # Deliveries charged (timed out) are not run again in this attempt.
         results.update((o.delivery_id, o) for o in failed)
         if together is None:
-            together = [_run_one(session, msg, propagate, around, timeouts)
+            together = [_run_one(session, msg, propagate, around, timeouts, neardup_index)
                         for msg in todo if msg.delivery_id not in results]
         results.update((o.delivery_id, o) for o in together)
     return [results[msg.delivery_id] for msg in batch.deliveries]
 
 
 def _run_one(session: Session, msg: DeliveryMessage, propagate: tuple[type[BaseException], ...],
-             around: Around | None, timeouts: tuple[type[BaseException], ...]) -> Outcome:
+             around: Around | None, timeouts: tuple[type[BaseException], ...],
+             neardup_index: NearDupIndex | None = None) -> Outcome:
     with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
                                                  correlation_id=msg.correlation_id, source=msg.source):
         try:
             with around(msg) if around is not None else nullcontext():
-                return process_one(session, msg, propagate=propagate)
+                return process_one(session, msg, propagate=propagate, neardup_index=neardup_index)
         except timeouts:
             return _charged(msg, "timeout")
         except Exception as exc:
@@ -341,7 +373,7 @@ def _match(holder: queries.Holder, key: str) -> dedup.Match:
 def _process_together(session: Session, todo: list[DeliveryMessage],
                       propagate: tuple[type[BaseException], ...], around: Around | None,
                       timeouts: tuple[type[BaseException], ...],
-                      failed: list[Outcome]) -> list[Outcome]:
+                      failed: list[Outcome], neardup_index: NearDupIndex | None = None) -> list[Outcome]:
     """The batch through the stages with batch-level queries: one SELECT for the key holders, one
     INSERT ... ON CONFLICT per key table for the claims, one INSERT each for the stories, their
     versions and the deliveries, one UPDATE per key table. CPU work runs per delivery, under
@@ -473,6 +505,25 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     if len(stored) != len(rows):
         raise _OneByOne("a delivery of the batch was recorded meanwhile")
     persist_ms = round((time.perf_counter() - started) * 1000 / max(len(rows), 1), 3)
+
+    # 5b. near-duplicates: a new story may be the same story as a stored one (or an earlier one of
+    # the batch); it is then folded into that story
+    neardup = neardup_stage.apply(session, neardup_index, [
+        _neardup_item(it.msg, it.norm, it.outcome.story_id)
+        for it in new if it.norm is not None and it.outcome.story_id is not None])
+    folded: dict[int, int] = {}
+    for it in new:
+        decision = neardup.get(it.msg.delivery_id)
+        if decision is None or decision.status == "new":
+            continue
+        assert it.outcome.story_id is not None
+        folded[it.outcome.story_id] = decision.story_id
+        it.outcome.status, it.outcome.duplicate_of = decision.status, decision.duplicate_of
+        it.version = decision.version
+    for it in live:
+        # exact duplicates of a folded delivery belong to the story it joined
+        if it.outcome.story_id in folded:
+            it.outcome.story_id = folded[it.outcome.story_id]
     dedup_ms = round(dedup_s * 1000 / max(len(live), 1), 3)
 
     # 6. one summary line per stage per delivery; the batch-level stages report each delivery's share
@@ -502,6 +553,12 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         if not it.duplicate:
             log.info("stage_completed", stage="enrich", outcome="ok",
                      duration_ms=it.outcome.stage_ms["enrich"], story_id=None, **context)
+            decision = neardup.get(it.msg.delivery_id)
+            if decision is not None:
+                it.outcome.stage_ms["neardup"] = decision.duration_ms
+                log.info("stage_completed", stage="neardup", outcome=decision.status,
+                         duration_ms=decision.duration_ms, story_id=decision.story_id,
+                         duplicate_of=decision.duplicate_of, **context)
         log.info("stage_completed", stage="persist", outcome=it.outcome.status, duration_ms=persist_ms,
                  story_id=story_id, batch=len(rows), **context)
     return outcomes
