@@ -169,6 +169,10 @@ class AttemptRunner:
             poisoned = {d.delivery_id for d, _ in poison}
             todo = [d for d in todo if d.delivery_id not in poisoned]
             isolated = any(d.delivery_id in past for d in todo)
+            if isolated:
+                # Deliveries with fewer failed attempts first: one that keeps killing its worker
+                # then cannot hold back the deliveries queued behind it in the same message.
+                todo.sort(key=lambda d: past[d.delivery_id].failed if d.delivery_id in past else 0)
             plan = Plan(todo=todo, skipped=len(done), poison=poison, isolated=isolated)
             if not isolated:
                 plan.exec_ids = self._start(session, [d.delivery_id for d in todo])

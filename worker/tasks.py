@@ -24,7 +24,7 @@ import orjson
 import structlog
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import setup_logging, task_rejected, task_unknown, worker_process_init
+from celery.signals import setup_logging, task_rejected, task_unknown, worker_init, worker_process_init
 from pydantic import ValidationError
 
 from models.session import dispose_inherited, session_factory
@@ -44,11 +44,22 @@ def _configure_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+@worker_init.connect
+def _warm_before_fork(**_: Any) -> None:
+    # Build the gazetteer and language model once in the main process: every pool child forked
+    # from it, including the replacement of a child that crashed or was killed, starts warm (the
+    # pages are shared copy-on-write) instead of spending seconds building them again.
+    from worker.stages.enrich import warm
+
+    warm()
+
+
 @worker_process_init.connect
 def _fresh_engine_per_process(**_: Any) -> None:
     # A forked pool child must not reuse the parent's database connections.
     dispose_inherited()
-    # Build the gazetteer and language model now, not on the first story.
+    # Build the gazetteer and language model now, not on the first story (a no-op when the
+    # main process already did, before forking).
     from worker.stages.enrich import warm
 
     warm()
