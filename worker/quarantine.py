@@ -38,6 +38,8 @@ from models import ingest as queries
 from models import ledger
 from worker import pipeline
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
+from worker.neardup import NearDupIndex
+from worker.stages import neardup as neardup_stage
 
 log = structlog.get_logger("akhbar.quarantine")
 
@@ -135,8 +137,12 @@ class AttemptRunner:
 
     def __init__(self, sessions: sessionmaker[Session], attempt: Attempt, *, max_attempts: int,
                  delivery_time_limit: float, propagate: tuple[type[BaseException], ...] = (),
-                 before: Callable[[DeliveryMessage], None] | None = None) -> None:
+                 before: Callable[[DeliveryMessage], None] | None = None,
+                 neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7) -> None:
         self.sessions = sessions
+        # The shared near-duplicate index (None: near-duplicates are not looked for).
+        self.neardup_index = neardup_index
+        self.neardup_window_days = neardup_window_days
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.delivery_time_limit = delivery_time_limit
@@ -220,7 +226,8 @@ class AttemptRunner:
             # own work times out or raises (under self.around) alone, as status "failed".
             outcomes = pipeline.process_batch(session, IngestBatch(deliveries=self.plan.todo),
                                               propagate=self.propagate, around=self.around,
-                                              timeouts=(DeliveryTimeout,))
+                                              timeouts=(DeliveryTimeout,), neardup_index=self.neardup_index,
+                                              neardup_window_days=self.neardup_window_days)
             self.current = None
             for outcome in outcomes:
                 exec_id = self.plan.exec_ids[outcome.delivery_id]
@@ -262,10 +269,14 @@ class AttemptRunner:
                     exec_id = self._start(session, [msg.delivery_id])[msg.delivery_id]
                 self.plan.exec_ids[msg.delivery_id] = exec_id
                 failure: tuple[str, str | None] | None = None
+                with self.sessions() as session:
+                    # A lost index is rebuilt before the delivery's transaction locks anything.
+                    neardup_stage.ensure_index(session, self.neardup_index, self.neardup_window_days)
                 with self.sessions.begin() as session:
                     try:
                         with self.around(msg):
-                            outcome = pipeline.process_one(session, msg, propagate=self.propagate)
+                            outcome = pipeline.process_one(session, msg, propagate=self.propagate,
+                                                           neardup_index=self.neardup_index)
                     except DeliveryTimeout:
                         failure = self._charge("timeout")
                     except Exception as exc:

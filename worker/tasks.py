@@ -124,6 +124,7 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         max_attempts=settings.max_attempts, delivery_time_limit=settings.delivery_time_limit,
         propagate=(SoftTimeLimitExceeded,),
         before=lambda msg: failpoints.poison(settings, msg),
+        neardup_index=_neardup_index(settings), neardup_window_days=settings.neardup_window_days,
     )
     try:
         plan = runner.begin(batch)
@@ -151,6 +152,29 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         # everything else of the batch is committed and will be skipped.
         raise self.retry(countdown=1)
     return counts
+
+
+_NEARDUP: dict[int, Any] = {}
+
+
+def _neardup_index(settings: Any) -> Any:
+    """This process's near-duplicate index in Redis (built on first use, after the fork), or None
+    when there is no Redis (the embedded mode looks for exact duplicates only)."""
+    if settings.redis_url is None:
+        return None
+    pid = os.getpid()
+    if pid not in _NEARDUP:
+        import redis
+
+        from worker.neardup import NearDupIndex
+
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        index = NearDupIndex(client, settings.redis_prefix, settings.neardup_window_days)
+        # Absent from Redis at first (a new deployment, or Redis lost it): the first batch
+        # rebuilds it from the signatures stored in the database, an empty set or not.
+        _NEARDUP.clear()
+        _NEARDUP[pid] = index
+    return _NEARDUP[pid]
 
 
 def _give_up(runner: quarantine.AttemptRunner, settings: Any, exc: BaseException) -> dict[str, int]:
