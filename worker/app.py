@@ -100,5 +100,10 @@ def create_app(settings: Settings | None = None) -> Celery:
     # Evaluate the task registry now: a worker started in a thread (embedded mode) reads it before
     # anything else would have finalized the app.
     app.finalize()
+    # Celery registers its canvas and maintenance tasks (celery.map, celery.chunks, celery.chord_unlock,
+    # ...) on every app; akhbar uses none of them, and a message naming one would run it. Without
+    # them, a message naming any task but akhbar's is refused as unknown before anything runs.
+    for name in [n for n in app.tasks if not n.startswith("akhbar.")]:
+        app.tasks.unregister(name)
 
     return app
