@@ -308,6 +308,21 @@ class Workers:
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the worker node and its pool processes."""
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def pool_rss_mb(self) -> list[float]:
         """Resident memory of each pool process (the children that run tasks), in MB."""
         try:
@@ -392,6 +407,10 @@ class RunResult:
     rate: float | None = None
     # 1-minute load average of the machine when the run ended (others' work shows up here)
     load_avg: float = 0.0
+    # CPU time per committed delivery: the worker node with its pool processes, and the producer
+    # (parsing, wrapping, the publish ledger, serializing and sending)
+    worker_cpu_ms_per_story: float = 0.0
+    producer_cpu_ms_per_story: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -566,6 +585,8 @@ def run_akhbar(
             Progress(committed(warm), pool, len(n_warm), "warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
+            worker_cpu = pool.cpu_seconds()
+            producer_cpu = time.process_time()
 
             run_id = uuid.uuid4().hex
             progress(
@@ -578,8 +599,10 @@ def run_akhbar(
             else:
                 ids = paced_publish(publisher, list(parse(lines, settings)), rate, run_id, settings)
             published_s = time.time() - started
+            producer_cpu = time.process_time() - producer_cpu
             progress(f"{label}: published in {published_s:.1f} s; waiting for the workers")
             Progress(committed(run_id), pool, len(ids), label).wait()
+            worker_cpu = pool.cpu_seconds() - worker_cpu
             with sessions() as s:
                 rows = s.execute(
                     select(DeliveryRow.received_at, DeliveryRow.processed_at, DeliveryRow.status).where(
@@ -614,6 +637,8 @@ def run_akhbar(
             },
             rate=rate,
             load_avg=round(os.getloadavg()[0], 2),
+            worker_cpu_ms_per_story=round(1000 * worker_cpu / max(len(rows), 1), 3),
+            producer_cpu_ms_per_story=round(1000 * producer_cpu / max(len(rows), 1), 3),
         )
         progress(
             f"{label}: {result.stories_per_second} stories/s, p99 {result.latency_ms.get('p99')} ms, "
@@ -740,11 +765,15 @@ def run_naive(
             Progress(count, pool, len(warm), "naive warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
+            worker_cpu = pool.cpu_seconds()
+            producer_cpu = time.process_time()
             progress(f"naive: publishing {len(records)} deliveries, one message each, to {workers} processes")
             started = time.time()
             for item in records:
                 send(item, new_delivery_id())
+            producer_cpu = time.process_time() - producer_cpu
             Progress(lambda: count() - len(warm), pool, len(records), "naive").wait()
+            worker_cpu = pool.cpu_seconds() - worker_cpu
             with Session(engine) as s:
                 rows = s.execute(
                     select(NaiveDelivery.received_at, NaiveDelivery.processed_at, NaiveDelivery.status).where(
@@ -770,6 +799,9 @@ def run_naive(
             stage_mean_ms=means,
             log_lines_per_story=round(log_lines / max(len(rows), 1), 2),
             rss_mb=rss_summary(pool.rss_samples),
+            load_avg=round(os.getloadavg()[0], 2),
+            worker_cpu_ms_per_story=round(1000 * worker_cpu / max(len(rows), 1), 3),
+            producer_cpu_ms_per_story=round(1000 * producer_cpu / max(len(rows), 1), 3),
         )
         progress(f"naive: {result.stories_per_second} stories/s over {len(rows)} deliveries")
         return result
@@ -1018,6 +1050,11 @@ def print_table(result: dict[str, Any]) -> None:
             f"{ours:.3f}" if ours is not None else "-",
             f"{theirs:.3f}" if theirs is not None else "-",
         )
+    table.add_row(
+        "CPU ms per story: worker processes / producer",
+        f"{main['worker_cpu_ms_per_story']:.2f} / {main['producer_cpu_ms_per_story']:.2f}",
+        f"{naive['worker_cpu_ms_per_story']:.2f} / {naive['producer_cpu_ms_per_story']:.2f}" if naive else "",
+    )
     table.add_row(
         "log lines per story",
         f"{main['log_lines_per_story']}",

@@ -66,6 +66,8 @@ def test_headline_figures_are_reported(result: dict) -> None:
     assert {"normalize", "dedup", "enrich", "persist"} <= set(result["stage_median_ms"])
     assert {"normalize", "exact", "commit"} <= set(naive["stage_median_ms"])
     assert result["throughput"]["log_lines_per_story"] >= 3  # one summary line per stage per story
+    for run in (result["throughput"], naive):
+        assert run["worker_cpu_ms_per_story"] > 0 and run["producer_cpu_ms_per_story"] > 0
 
 
 def test_queue_bytes_and_embedded_mode(result: dict) -> None:
