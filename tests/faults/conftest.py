@@ -1,0 +1,377 @@
+"""Fixtures of the fault tier: private servers for the session, a fresh environment per test, and
+the accounting every test reports (Jepsen's total-queue checker: lost, duplicated, unexpected)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import read_corpus
+from tests.faults.harness import Env, Servers
+
+REPORT_ENV = "AKHBAR_FAULTS_REPORT"
+# Deliveries per second measured by the baseline scenario, for scenarios that compare against it.
+THROUGHPUT: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    if os.geteuid() != 0:
+        pytest.fail("the fault tier runs PostgreSQL through `runuser -u postgres`, which needs root")
+    started = Servers().start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture()
+def env(servers: Servers, request: pytest.FixtureRequest) -> Iterator[Env]:
+    """A fresh database (cloned from the migrated template), an empty broker, no workers yet."""
+    name = request.node.name.removeprefix("test_").replace("[", "_").replace("]", "")
+    environment = servers.new_env(name)
+    try:
+        yield environment
+    finally:
+        environment.stop_workers()
+        from models.session import _engines
+
+        for key in [k for k in _engines if environment.db in k[0]]:
+            _engines.pop(key).dispose()
+
+
+# --- deliveries --------------------------------------------------------------------------------
+
+_CORPUS: list[dict[str, Any]] = []
+
+
+def corpus(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    """``n`` corpus articles as input records (read once per session)."""
+    if len(_CORPUS) < offset + n:
+        _CORPUS[:] = read_corpus(offset + n)
+    rows = []
+    for article in _CORPUS[offset : offset + n]:
+        parts = article["id"].split("/")
+        source = parts[2] if article["source_dataset"] == "SaudiNewsNet" else article["source_dataset"]
+        rows.append(
+            {
+                "id": article["id"],
+                "title": article["title"],
+                "body": article["body"],
+                "source": source,
+                "url": article["url"],
+            }
+        )
+    return rows
+
+
+def to_items(records: list[dict[str, Any]]) -> list[Any]:
+    """Input records through the input contract, as a producer would."""
+    from producers.records import build_delivery
+
+    return [build_delivery(r, default_source="faults", raw=orjson.dumps(r)) for r in records]
+
+
+def with_duplicates(records: list[dict[str, Any]], share: float) -> list[dict[str, Any]]:
+    """``records`` with ``share`` of them planted again as exact duplicates (same text, new id),
+    each placed right after a later article so it races its original in another batch."""
+    out = list(records)
+    step = max(1, round(1 / share))
+    for i, record in enumerate(records[::step]):
+        copy = dict(record, id=f"{record['id']}#dup{i}")
+        out.insert(min(len(out), (i + 1) * step + i + 10), copy)
+    return out
+
+
+# --- accounting --------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What a fault test reports; ``lost`` = sent - stored - matched - quarantined - rejected."""
+
+    test: str
+    sent: int = 0
+    stored: int = 0
+    matched: int = 0
+    quarantined: int = 0
+    rejected: int = 0
+    lost: int = 0
+    stored_duplicates: int = 0
+    redeliveries: int = 0
+    overlapping: int = 0
+    double_effects: int = 0
+    recovery_s: float | None = None
+    settle_s: float | None = None
+    seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def account(env: Env, sent_ids: list[str], test: str, expected_hashes: set[str] | None = None) -> Figures:
+    """Compare what was sent with what the store holds (as the application role)."""
+    from models import Delivery, Story
+    from models.ledger import execution_stats
+    from models.session import session_factory
+    from worker.quarantine import QUARANTINE_CODES
+
+    figures = Figures(test=test, sent=len(sent_ids))
+    ids = set(sent_ids)
+    statuses: dict[str, tuple[str, str | None]] = {}
+    sessions = session_factory(env.database_url)
+    with sessions() as session:
+        for chunk in _chunked(sorted(ids), 5000):
+            rows = session.execute(
+                select(Delivery.id, Delivery.status, Delivery.error["code"].as_string()).where(
+                    Delivery.id.in_(chunk)
+                )
+            )
+            statuses.update({r[0]: (r[1], r[2]) for r in rows})
+        story_hashes = session.execute(select(Story.content_hash)).scalars().all()
+        source_keys = session.execute(select(Story.source, Story.source_id)).all()
+        figures.stored_duplicates = (len(story_hashes) - len(set(story_hashes))) + (
+            len(source_keys) - len(set(source_keys))
+        )
+        stats = execution_stats(session)
+    for status, code in statuses.values():
+        if status in ("new", "update"):
+            figures.stored += 1
+        elif status in ("duplicate", "near_duplicate"):
+            figures.matched += 1
+        elif code in QUARANTINE_CODES:
+            figures.quarantined += 1
+        else:
+            figures.rejected += 1
+    figures.lost = len(ids - statuses.keys())
+    figures.redeliveries = stats["redeliveries"]
+    figures.overlapping = stats["overlapping"]
+    figures.double_effects = stats["double_effects"]
+    if expected_hashes is not None:
+        figures.notes["stories_expected"] = len(expected_hashes)
+        figures.notes["stories_stored"] = len(story_hashes)
+        figures.notes["missing_stories"] = len(expected_hashes - set(story_hashes))
+    return figures
+
+
+def _chunked(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def committed_count(env: Env, run_id: str | None = None) -> int:
+    from models import Delivery
+    from models.session import session_factory
+
+    with session_factory(env.database_url)() as session:
+        stmt = select(func.count()).select_from(Delivery)
+        if run_id is not None:
+            stmt = stmt.where(Delivery.run_id == run_id)
+        return int(session.scalar(stmt) or 0)
+
+
+class Progress:
+    """Samples the committed count in a thread, to measure when commits stop and resume."""
+
+    def __init__(self, env: Env, run_id: str | None, interval: float = 0.2) -> None:
+        self.env = env
+        self.run_id = run_id
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # The database is down on purpose in some tests.
+            with contextlib.suppress(Exception):
+                self.samples.append((time.monotonic(), committed_count(self.env, self.run_id)))
+            self._stop.wait(self.interval)
+
+    @property
+    def last(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    def resumed_after(self, moment: float) -> float | None:
+        """Seconds from ``moment`` until the committed count first grew past its value then."""
+        before = [c for t, c in self.samples if t <= moment]
+        base = before[-1] if before else 0
+        for t, c in self.samples:
+            if t > moment and c > base:
+                return round(t - moment, 2)
+        return None
+
+
+def wait_committed(
+    env: Env, run_id: str | None, total: int, timeout: float, tick: Callable[[], None] | None = None
+) -> bool:
+    """Wait until ``total`` deliveries of ``run_id`` are committed; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if committed_count(env, run_id) >= total:
+                return True
+        except Exception:
+            pass
+        if tick is not None:
+            tick()
+        time.sleep(0.25)
+    return False
+
+
+def report(figures: Figures) -> None:
+    """Print the figures as a table and append them to ``$AKHBAR_FAULTS_REPORT`` (JSON lines)."""
+    row = asdict(figures)
+    notes = row.pop("notes")
+    width = max(len(k) for k in row)
+    print(f"\n--- {figures.test} ---")
+    for key, value in row.items():
+        if key != "test":
+            print(f"  {key:<{width}}  {value}")
+    for key, value in notes.items():
+        print(f"  {key:<{width}}  {value}")
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with Path(path).open("ab") as fh:
+            fh.write(orjson.dumps(row | {"notes": notes}) + b"\n")
+
+
+def assert_guarantees(figures: Figures) -> None:
+    assert figures.lost == 0, figures
+    assert figures.stored_duplicates == 0, figures
+    assert figures.double_effects == 0, figures
+
+
+# --- running a scenario ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Deliveries published for one scenario."""
+
+    env: Env
+    run_id: str
+    ids: list[str]
+    started: float
+    publisher: Any
+
+    def wait(self, timeout: float, tick: Callable[[], None] | None = None) -> bool:
+        return wait_committed(self.env, self.run_id, len(set(self.ids)), timeout, tick)
+
+    def committed(self) -> int:
+        return committed_count(self.env, self.run_id)
+
+
+def publish(env: Env, records: list[dict[str, Any]], *, run_id: str | None = None, **settings: Any) -> Run:
+    """Publish ``records`` through the real publisher (ledger first, then the broker)."""
+    import uuid
+
+    from producers.publish import Publisher
+
+    publisher = Publisher(env.settings(**settings))
+    run_id = run_id or uuid.uuid4().hex
+    started = time.monotonic()
+    ids = publisher.publish(to_items(records), run_id=run_id)
+    return Run(env=env, run_id=run_id, ids=ids, started=started, publisher=publisher)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def recovery(env: Env, fault_at: Any, *, caught: str, since: Any = None, until: Any = None) -> float | None:
+    """Seconds from ``fault_at`` (UTC) until the last delivery caught by the fault was committed.
+
+    ``caught`` says which deliveries the fault caught: ``unfinished`` (an attempt whose worker died,
+    started after ``since``), ``repeated`` (attempted more than once), ``republished`` (published
+    again by the reconciler) or ``retried`` (an attempt ended for a retry).
+    """
+    from models import Delivery, Execution, PublishedDelivery
+    from models.session import session_factory
+
+    if caught == "unfinished":
+        which = select(Execution.delivery_id).where(Execution.outcome.is_(None))
+        if since is not None:
+            which = which.where(Execution.started_at >= since)
+        if until is not None:
+            which = which.where(Execution.started_at <= until)
+    elif caught == "repeated":
+        which = select(Execution.delivery_id).group_by(Execution.delivery_id).having(func.count() > 1)
+    elif caught == "republished":
+        which = select(PublishedDelivery.delivery_id).where(PublishedDelivery.sends > 1)
+    elif caught == "retried":
+        which = select(Execution.delivery_id).where(Execution.outcome == "retry")
+    else:
+        raise ValueError(caught)
+    with session_factory(env.database_url)() as session:
+        last = session.scalar(select(func.max(Delivery.processed_at)).where(Delivery.id.in_(which)))
+    return None if last is None else round((last - fault_at).total_seconds(), 2)
+
+
+def quiet(run: Run, seconds: float, timeout: float) -> int:
+    """Wait until the committed count of ``run`` has not changed for ``seconds``; return it."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = run.committed()
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= seconds or count >= len(set(run.ids)):
+            return count
+        time.sleep(0.25)
+    return last
+
+
+def utcnow() -> Any:
+    from models.base import utcnow as now
+
+    return now()
+
+
+def expected_hashes(records: list[dict[str, Any]]) -> set[str]:
+    """Content hashes of ``records``, computed here independently of the workers."""
+    from worker.messages import Delivery as Record
+    from worker.stages.normalize import normalize
+
+    out = set()
+    for item in to_items(records):
+        if isinstance(item, Record):
+            out.add(normalize(title=item.title, body=item.body, format=item.format).content_hash)
+    return out
+
+
+def executions_since(env: Env, worker: str, since: Any) -> int:
+    """Attempts started by worker node ``worker`` (e.g. ``w1``) since ``since`` (UTC)."""
+    from models import Execution
+    from models.session import session_factory
+
+    with session_factory(env.database_url)() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Execution)
+                .where(Execution.worker.like(f"{worker}@%"), Execution.started_at >= since)
+            )
+            or 0
+        )

@@ -1,0 +1,206 @@
+"""Workers that die, are killed, stopped or paused under load: nothing lost, nothing stored twice.
+
+Scenarios 1-4 and 7 of the fault tier, plus the negative control: with early acknowledgement
+(the fail point ``early_ack``) the same kills lose deliveries, which proves these tests can see loss.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from tests.faults.conftest import (
+    THROUGHPUT,
+    account,
+    assert_guarantees,
+    corpus,
+    executions_since,
+    expected_hashes,
+    publish,
+    quiet,
+    recovery,
+    report,
+    utcnow,
+    wait_for,
+    with_duplicates,
+)
+from tests.faults.harness import TIER_SETTINGS, Env
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+VISIBILITY = float(TIER_SETTINGS["AKHBAR_VISIBILITY_TIMEOUT"])
+
+
+def test_1_baseline_two_workers_with_planted_duplicates(env: Env) -> None:
+    """2,000 corpus articles and 100 planted exact duplicates (5%) at full speed, 2 workers."""
+    articles = corpus(2000)
+    records = with_duplicates(articles, 0.05)
+    planted = len(records) - len(articles)
+    expected = expected_hashes(records)
+    env.start_workers(2)
+    run = publish(env, records)
+    assert run.wait(240), f"committed {run.committed()} of {len(run.ids)}"
+    seconds = time.monotonic() - run.started
+    figures = account(env, run.ids, "1 baseline", expected)
+    figures.seconds = round(seconds, 2)
+    figures.notes["deliveries_per_s"] = THROUGHPUT["baseline"] = round(len(run.ids) / seconds, 1)
+    figures.notes["planted_duplicates"] = planted
+    report(figures)
+    assert_guarantees(figures)
+    assert figures.matched >= planted
+    assert figures.stored + figures.matched == figures.sent
+    # every distinct text stored exactly once, none missing
+    assert figures.notes["missing_stories"] == 0
+    assert figures.notes["stories_stored"] == len(expected)
+    assert figures.redeliveries == 0
+
+
+def test_2_sigkill_worker_three_times(env: Env) -> None:
+    """SIGKILL a worker's main process and its children at a random point while it runs a batch,
+    restart it; three times in one run."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    run = publish(env, corpus(2500))  # a full queue first, so every kill finds work to interrupt
+    victim, _ = env.start_workers(2)
+    run.started = time.monotonic()
+    total = len(run.ids)
+    kills, recoveries = [], []
+    started = utcnow()
+    for _ in range(3):
+        # Kill only once the (restarted) victim is at work, at a random moment of a batch.
+        assert wait_for(lambda s=started: executions_since(env, victim.name, s) > 0, 120), victim.tail()
+        time.sleep(rng.uniform(0.05, 0.5))
+        kills.append((started, utcnow()))
+        victim.kill()
+        victim.start()
+        started = utcnow()
+    assert run.wait(240), f"committed {run.committed()} of {total}"
+    figures = account(env, run.ids, "2 SIGKILL worker x3")
+    for since, fault_at in kills:
+        recoveries.append(recovery(env, fault_at, caught="unfinished", since=since, until=fault_at))
+    figures.recovery_s = max((r for r in recoveries if r is not None), default=None)
+    figures.seconds = round(time.monotonic() - run.started, 2)
+    figures.notes["recovery_per_kill_s"] = recoveries
+    report(figures)
+    assert_guarantees(figures)
+    assert figures.stored + figures.matched == total  # nothing quarantined by three kills
+    # A kill between two batches interrupts only a reserved message (requeued after the visibility
+    # timeout, never started); at least one of three lands inside a batch, which then runs again.
+    assert figures.redeliveries > 0
+
+
+def test_2b_negative_control_early_acks_lose_deliveries(env: Env) -> None:
+    """The same kills with messages acknowledged on receipt: deliveries are lost, and the test sees
+    it. The reconciler then finds exactly the lost ones in the ledger and publishes them again."""
+    from worker.reconcile import reconcile_once
+
+    run = publish(env, corpus(1000))
+    victim, _ = env.start_workers(2, AKHBAR_FAILPOINTS="early_ack")
+    run.started = time.monotonic()
+    total = len(run.ids)
+    for k in range(2):
+        assert wait_for(lambda t=int(total * (0.2 + 0.3 * k)): run.committed() >= t, 120)
+        victim.kill()
+        victim.start()
+    # Past the visibility timeout: anything still recoverable by the broker would be back by now.
+    quiet(run, VISIBILITY + 3, 180)
+    figures = account(env, run.ids, "2b negative control: early acks")
+    figures.seconds = round(time.monotonic() - run.started, 2)
+    lost = figures.lost
+    stats = reconcile_once(env.settings(reconcile_grace=0), run.publisher, grace=0)
+    assert run.wait(120)
+    after = account(env, run.ids, "2b negative control: after reconcile")
+    figures.notes["reconciler_republished"] = stats.republished
+    figures.notes["lost_after_reconcile"] = after.lost
+    report(figures)
+    assert lost > 0, "early acknowledgement under SIGKILL must lose deliveries, or the tier cannot see loss"
+    assert stats.republished == lost
+    assert after.lost == 0 and after.stored_duplicates == 0 and after.double_effects == 0
+
+
+def test_3_sigkill_pool_child_while_it_runs_a_task(env: Env) -> None:
+    """SIGKILL one pool child mid-task (twice): the main process replaces it, the message is
+    requeued (reject_on_worker_lost) and its deliveries run again, once."""
+    run = publish(env, corpus(1000))
+    victim, _ = env.start_workers(2)
+    run.started = time.monotonic()
+    total = len(run.ids)
+    faults = []
+    previous = utcnow()
+    for k in range(2):
+        assert wait_for(lambda t=int(total * (0.2 + 0.35 * k)): run.committed() >= t, 120)
+        child = victim.children()[0]
+        faults.append((previous, utcnow()))
+        previous = faults[-1][1]
+        child.send_signal(signal.SIGKILL)
+        assert wait_for(
+            lambda c=child: c.pid not in {p.pid for p in victim.children()} and len(victim.children()) >= 1,
+            30,
+        )
+    assert run.wait(180), f"committed {run.committed()} of {total}"
+    figures = account(env, run.ids, "3 SIGKILL pool child")
+    figures.recovery_s = max(
+        (r for since, at in faults if (r := recovery(env, at, caught="unfinished", since=since)) is not None),
+        default=None,
+    )
+    figures.seconds = round(time.monotonic() - run.started, 2)
+    report(figures)
+    assert_guarantees(figures)
+    assert victim.alive()
+    assert figures.redeliveries > 0
+    assert "WorkerLostError" in victim.tail(200_000) or "exited with" in victim.tail(200_000)
+
+
+def test_4_graceful_sigterm_under_load(env: Env) -> None:
+    """SIGTERM a worker under load: it finishes its running task, its reserved messages go back to
+    the queue at once (not after the visibility timeout), nothing runs twice, nothing is lost."""
+    run = publish(env, corpus(1000))
+    victim, _ = env.start_workers(2)
+    run.started = time.monotonic()
+    total = len(run.ids)
+    assert wait_for(lambda: run.committed() >= total * 0.3, 120)
+    started = time.monotonic()
+    os.kill(victim.pid, signal.SIGTERM)
+    assert victim.proc is not None
+    victim.proc.wait(30)
+    exit_s = round(time.monotonic() - started, 2)
+    # What the stopped worker held is back on the queue: only the other worker's messages are
+    # unacknowledged (concurrency 1, prefetch 1: at most 2).
+    unacked = env.redis.admin().hlen("akhbar:unacked")
+    assert run.wait(180), f"committed {run.committed()} of {total}"
+    figures = account(env, run.ids, "4 graceful SIGTERM")
+    figures.seconds = round(time.monotonic() - run.started, 2)
+    figures.recovery_s = exit_s
+    figures.notes["exit_s"] = exit_s
+    figures.notes["unacked_after_exit"] = unacked
+    report(figures)
+    assert_guarantees(figures)
+    assert exit_s < VISIBILITY
+    assert unacked <= 2
+    assert figures.redeliveries == 0 and figures.overlapping == 0
+
+
+def test_7_sigstop_past_visibility_timeout(env: Env) -> None:
+    """Pause a worker (SIGSTOP) past the visibility timeout, then resume it: its messages are
+    redelivered to the other worker meanwhile, both run them, and nothing takes effect twice."""
+    # A generous per-delivery limit: the worker that takes over waits on the paused one's row locks.
+    run = publish(env, corpus(1000))
+    victim, _ = env.start_workers(2, AKHBAR_DELIVERY_TIME_LIMIT="60")
+    run.started = time.monotonic()
+    total = len(run.ids)
+    assert wait_for(lambda: run.committed() >= total * 0.2, 120)
+    fault_at = utcnow()
+    victim.signal_group(signal.SIGSTOP)
+    time.sleep(VISIBILITY + 4)
+    victim.signal_group(signal.SIGCONT)
+    assert run.wait(180), f"committed {run.committed()} of {total}"
+    figures = account(env, run.ids, "7 SIGSTOP past visibility timeout")
+    figures.recovery_s = recovery(env, fault_at, caught="repeated")
+    figures.seconds = round(time.monotonic() - run.started, 2)
+    report(figures)
+    assert_guarantees(figures)
+    assert figures.redeliveries > 0
+    assert victim.alive()

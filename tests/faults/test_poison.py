@@ -1,0 +1,112 @@
+"""Scenario 9: poison deliveries that raise, hang or kill their process, mixed into good ones."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.faults.conftest import (
+    account,
+    assert_guarantees,
+    corpus,
+    publish,
+    report,
+    utcnow,
+    wait_committed,
+)
+from tests.faults.harness import Env
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+GOOD = 1000
+POISON = {"raise": 4, "hang": 3, "kill": 3}  # 10 in 1,000: the issue's 1% (50 in 5,000)
+EXPECTED_CODE = {"raise": "processing_error", "hang": "timeout", "kill": "worker_lost"}
+
+
+def _commit_times(env: Env, ids: list[str]) -> list[datetime]:
+    from models import Delivery
+    from models.session import session_factory
+
+    with session_factory(env.database_url)() as session:
+        return sorted(session.scalars(select(Delivery.processed_at).where(Delivery.id.in_(ids))))
+
+
+def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> None:
+    """Each poison delivery ends quarantined, with the reason, after at most 3 attempts; the rest
+    are stored; the time the rest takes is compared with a clean run of the same size (all of it,
+    and its first 95%: the last few wait out the retries of a poison they shared a message with)."""
+    from models import Delivery, Execution
+    from models.session import session_factory
+
+    rng = random.Random(9)
+    # A clean run and then the poisoned one, both queued before the workers start: the clean one
+    # is the reference, measured under the same conditions.
+    clean = publish(env, corpus(GOOD, offset=0))
+    good = corpus(GOOD, offset=GOOD)
+    poison = []
+    for kind, n in POISON.items():
+        for i, article in enumerate(corpus(n, offset=2 * GOOD + len(poison))):
+            poison.append(dict(article, id=f"{article['id']}#poison-{kind}-{i}", failpoint=kind))
+    records = list(good)
+    for p in poison:
+        records.insert(rng.randrange(len(records) + 1), p)
+    run = publish(env, records)
+    ids_by_source_id = dict(zip([r["id"] for r in records], run.ids, strict=True))
+    poison_ids = {ids_by_source_id[p["id"]]: p["failpoint"] for p in poison}
+    rest = [i for i in run.ids if i not in poison_ids]
+
+    env.start_workers(2, concurrency=2, AKHBAR_FAILPOINTS="poison", AKHBAR_DELIVERY_TIME_LIMIT="1.5")
+    started_at = utcnow()
+    assert clean.wait(180)
+    assert wait_committed(env, run.run_id, len(run.ids), 300)
+    seconds = time.monotonic() - run.started
+    clean_times = _commit_times(env, clean.ids)
+    rest_times = _commit_times(env, rest)
+    clean_end = clean_times[-1]
+
+    def span(times: list[datetime], start: datetime, share: float) -> float:
+        return (times[int(share * (len(times) - 1))] - start).total_seconds()
+
+    figures = account(env, run.ids, "9 poison deliveries")
+    figures.seconds = round(seconds, 2)
+    with session_factory(env.database_url)() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.status, Delivery.error).where(Delivery.id.in_(list(poison_ids)))
+        ).all()
+        attempts = dict(
+            session.execute(
+                select(Execution.delivery_id, func.count())
+                .where(
+                    Execution.delivery_id.in_(list(poison_ids)),
+                    (Execution.outcome.is_(None)) | Execution.outcome.in_(("timeout", "error")),
+                )
+                .group_by(Execution.delivery_id)
+            )
+            .tuples()
+            .all()
+        )
+    clean_p95, rest_p95 = span(clean_times, started_at, 0.95), span(rest_times, clean_end, 0.95)
+    clean_all, rest_all = span(clean_times, started_at, 1.0), span(rest_times, clean_end, 1.0)
+    figures.notes.update(
+        poison=len(poison_ids),
+        max_failed_attempts=max(attempts.values(), default=0),
+        clean_s=round(clean_all, 2),
+        rest_s=round(rest_all, 2),
+        degradation=round(rest_all / clean_all - 1, 3),
+        degradation_p95=round(rest_p95 / clean_p95 - 1, 3),
+        pool_children_lost=sum(w.tail(50_000_000).count("exited with 'signal 9") for w in env.workers),
+    )
+    report(figures)
+    assert_guarantees(figures)
+    assert figures.quarantined == len(poison_ids)
+    assert figures.stored + figures.matched == len(rest)
+    for delivery_id, status, error in rows:
+        kind = poison_ids[delivery_id]
+        assert status == "rejected" and error["code"] == EXPECTED_CODE[kind], (kind, error)
+        assert error.get("traceback") or kind == "kill"
+        assert 1 <= attempts.get(delivery_id, 0) <= 3, (kind, attempts.get(delivery_id))
+    assert all(w.alive() for w in env.workers)
