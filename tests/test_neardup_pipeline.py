@@ -133,3 +133,19 @@ def test_lost_index_is_rebuilt_from_the_stored_signatures(db_session, index, art
     assert index.present()
     assert outcomes[0].status == "near_duplicate"
     assert outcomes[0].duplicate_of == base.delivery_id
+
+
+def test_export_rows_keep_the_contract_keys(db_session, index, articles) -> None:
+    from akhbar.cli import export_row
+
+    base = _msg("spa", "g-1", articles[2]["title"], cv._paras(articles[2]["body"]), T0)
+    reprint = _reprint(articles[2])
+    outcomes = process_batch(db_session, IngestBatch(deliveries=[base, reprint]), neardup_index=index)
+    row = db_session.get(DeliveryRow, reprint.delivery_id)
+    exported = export_row(row, db_session.get(Story, row.story_id))
+    assert set(exported) == {"delivery_id", "source", "status", "story_id", "duplicate_of", "version",
+                             "title", "body", "normalized_title", "language", "enrichment", "error",
+                             "received_at", "processed_at"}
+    assert (exported["status"], exported["story_id"], exported["duplicate_of"], exported["version"]) == (
+        "near_duplicate", outcomes[0].story_id, base.delivery_id, 1)
+    assert exported["enrichment"]  # the story's, shared by its near-duplicates
