@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,9 +43,16 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
 
 
+def _json_dumps(value: Any) -> str:
+    # SQLAlchemy's default json.dumps writes each Arabic letter as a 6-byte \uXXXX escape in the
+    # JSON columns (paragraphs, enrichment, records); orjson writes UTF-8, and faster.
+    return orjson.dumps(value).decode("utf-8")
+
+
 def get_engine(url: str, **kwargs: Any) -> Engine:
     """The engine for ``url`` in this process; a forked child gets its own."""
     url = normalize_url(url)
+    kwargs.setdefault("json_serializer", _json_dumps)
     key = (url, os.getpid())
     engine = _engines.get(key)
     if engine is None:
