@@ -234,3 +234,24 @@ def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set
             for values in deliveries]
     stmt = insert_for(session)(Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
     return set(session.scalars(stmt, rows))
+
+
+def mark_withdrawn(session: Session, *, source: str, guid: str, story_ids: Iterable[int]) -> list[int]:
+    """Mark every stored story of a wire guid (ids ``guid:version``) withdrawn; returns their ids.
+
+    Withdrawal is sticky: a story an agency canceled or withheld is kept, but never shown as usable
+    again by a later delivery.
+    """
+    pattern = guid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+    ids = set(story_ids) | {
+        story_id for story_id in session.scalars(
+            select(SourceKey.story_id).where(
+                SourceKey.source == source, SourceKey.source_id.like(pattern, escape="\\"),
+                SourceKey.story_id.is_not(None),
+            )
+        )
+        if story_id is not None
+    }
+    if ids:
+        session.execute(update(Story).where(Story.id.in_(sorted(ids))).values(withdrawn=True))
+    return sorted(ids)

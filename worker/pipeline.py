@@ -271,7 +271,22 @@ def process_batch(session: Session, batch: IngestBatch, *,
             together = [_run_one(session, msg, propagate, around, timeouts, neardup_index)
                         for msg in todo if msg.delivery_id not in results]
         results.update((o.delivery_id, o) for o in together)
+    _apply_withdrawals(session, batch, results)
     return [results[msg.delivery_id] for msg in batch.deliveries]
+
+
+def _apply_withdrawals(session: Session, batch: IngestBatch, results: dict[str, Outcome]) -> None:
+    """A wire version whose publication status is canceled or withheld (NewsML-G2 / NITF
+    ``extra["withdrawn"]``) marks every stored version of its guid withdrawn, in this transaction."""
+    for msg in batch.deliveries:
+        record = msg.record
+        if record is None or not record.extra.get("withdrawn") or not record.extra.get("guid"):
+            continue
+        outcome = results.get(msg.delivery_id)
+        own = [outcome.story_id] if outcome is not None and outcome.story_id is not None else []
+        ids = queries.mark_withdrawn(session, source=record.source, guid=str(record.extra["guid"]), story_ids=own)
+        log.info("stories_withdrawn", guid=record.extra["guid"], story_ids=ids, delivery_id=msg.delivery_id,
+                 pub_status=record.extra.get("pub_status"))
 
 
 def _run_one(session: Session, msg: DeliveryMessage, propagate: tuple[type[BaseException], ...],
