@@ -43,7 +43,9 @@ def env(servers: Servers, request: pytest.FixtureRequest) -> Iterator[Env]:
     try:
         yield environment
     finally:
-        environment.stop_workers()
+        # No need for a graceful stop: the next test has its own database and an empty broker.
+        for worker in environment.workers:
+            worker.kill()
         from models.session import _engines
 
         for key in [k for k in _engines if environment.db in k[0]]:
@@ -156,9 +158,17 @@ def account(env: Env, sent_ids: list[str], test: str, expected_hashes: set[str] 
     figures.overlapping = stats["overlapping"]
     figures.double_effects = stats["double_effects"]
     if expected_hashes is not None:
-        figures.notes["stories_expected"] = len(expected_hashes)
-        figures.notes["stories_stored"] = len(story_hashes)
-        figures.notes["missing_stories"] = len(expected_hashes - set(story_hashes))
+        # Every distinct text is stored exactly once: as a new story, or as a near-duplicate or a
+        # new version of one (the content hashes of those deliveries), never twice, none missing.
+        with sessions() as session:
+            kept = session.scalars(
+                select(Delivery.content_hash).where(Delivery.status.in_(("new", "near_duplicate", "update")))
+            ).all()
+        figures.notes["texts_expected"] = len(expected_hashes)
+        figures.notes["texts_kept"] = len(kept)
+        figures.notes["texts_kept_twice"] = len(kept) - len(set(kept))
+        figures.notes["texts_missing"] = len(expected_hashes - set(kept))
+        figures.notes["stories"] = len(story_hashes)
     return figures
 
 
@@ -374,4 +384,19 @@ def executions_since(env: Env, worker: str, since: Any) -> int:
                 .where(Execution.worker.like(f"{worker}@%"), Execution.started_at >= since)
             )
             or 0
+        )
+
+
+def running_on(env: Env, worker: str) -> bool:
+    """Whether worker node ``worker`` is inside an attempt right now (an unfinished record of it)."""
+    from models import Execution
+    from models.session import session_factory
+
+    with session_factory(env.database_url)() as session:
+        return bool(
+            session.scalar(
+                select(func.count())
+                .select_from(Execution)
+                .where(Execution.worker.like(f"{worker}@%"), Execution.outcome.is_(None))
+            )
         )

@@ -41,7 +41,7 @@ def test_5_redis_killed_and_restarted_without_persistence(env: Env) -> None:
     """Redis dies mid-run and comes back empty (no persistence): every queued and unacknowledged
     message is gone. The reconciler (``akhbar reconcile --every 1``) finds the deliveries in the
     publish ledger that are neither committed nor in the broker, and publishes them again."""
-    run = publish(env, corpus(1500))
+    run = publish(env, corpus(1000))
     reconciler = env.cli_background("reconcile", "--every", "1", "--json")
     try:
         env.start_workers(2)
@@ -74,7 +74,7 @@ def test_5_redis_killed_and_restarted_without_persistence(env: Env) -> None:
 def test_6_postgresql_stopped_for_20_seconds(env: Env) -> None:
     """PostgreSQL is stopped (immediate mode: a crash) for 20 s mid-run, then started: tasks retry
     with backoff, nothing is acknowledged as failed or quarantined, nothing is lost."""
-    run = publish(env, corpus(1500))
+    run = publish(env, corpus(1000))
     env.start_workers(2)
     run.started = time.monotonic()
     total = len(run.ids)

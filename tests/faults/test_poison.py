@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from datetime import datetime
@@ -110,3 +111,21 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
         assert error.get("traceback") or kind == "kill"
         assert 1 <= attempts.get(delivery_id, 0) <= 3, (kind, attempts.get(delivery_id))
     assert all(w.alive() for w in env.workers)
+
+    # After a fix (workers without the fail point), the dead-letter set is listed and replayed.
+    for w in env.workers:
+        w.kill()
+    env.start_workers(1)
+    listed = env.cli("dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr.decode()[-2000:]
+    entries = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+    assert {e["delivery_id"] for e in entries} == set(poison_ids)
+    replayed = env.cli("dlq", "replay", "--reason", "timeout", "--json", "--timeout", "120")
+    assert replayed.returncode == 0, replayed.stderr.decode()[-2000:]
+    assert json.loads(replayed.stdout)["replayed"] == POISON["hang"]
+    replayed = env.cli("dlq", "replay", "--json", "--timeout", "120")
+    assert replayed.returncode == 0, replayed.stderr.decode()[-2000:]
+    assert json.loads(replayed.stdout)["replayed"] == len(poison_ids) - POISON["hang"]
+    after = account(env, run.ids, "9 poison deliveries, replayed after a fix")
+    assert after.quarantined == 0 and after.lost == 0 and after.double_effects == 0
+    assert after.stored + after.matched == len(run.ids)
