@@ -609,7 +609,7 @@ def dlq_list(
 
     with session_factory(settings.database_url)() as session:
         rows = quarantined(session, codes=QUARANTINE_CODES, reason=reason, limit=limit)
-        docs = [{"delivery_id": r.id, "source": r.source, "source_id": r.source_id,
+        docs: list[dict[str, Any]] = [{"delivery_id": r.id, "source": r.source, "source_id": r.source_id,
                  "reason": (r.error or {}).get("code"), "message": (r.error or {}).get("message"),
                  "has_traceback": bool((r.error or {}).get("traceback")),
                  "received_at": r.received_at.isoformat(), "processed_at": r.processed_at.isoformat()}

@@ -33,7 +33,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -156,8 +155,9 @@ def unsettled(session: Session, *, older_than: datetime, limit: int,
         .limit(limit)
     )
     if after is not None:
-        key = tuple_(PublishedDelivery.published_at, PublishedDelivery.delivery_id)
-        stmt = stmt.where(key > tuple_(*after))
+        at, delivery_id = after
+        same_time = (PublishedDelivery.published_at == at) & (PublishedDelivery.delivery_id > delivery_id)
+        stmt = stmt.where(or_(PublishedDelivery.published_at > at, same_time))
     return [Unsettled(r.delivery_id, r.batch_id, r.queue, r.message, r.sends, bool(r.committed),
                       r.published_at) for r in session.execute(stmt)]
 

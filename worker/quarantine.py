@@ -147,7 +147,7 @@ class AttemptRunner:
         self.max_attempts = max_attempts
         self.delivery_time_limit = delivery_time_limit
         # Interruptions that end the delivery's attempt rather than quarantining it on the spot.
-        self.propagate = (DeliveryTimeout, *propagate)
+        self.propagate: tuple[type[BaseException], ...] = (DeliveryTimeout, *propagate)
         self.before = before
         self.plan: Plan | None = None
         # The delivery running now, so an interruption can be charged to it alone.
