@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     # Delivery contract (see worker/app.py for why each value is what it is).
     task_soft_time_limit: int = 240
     task_time_limit: int = 300
-    visibility_timeout: int = 3600
+    # A message whose worker died is delivered again only after this many seconds, so it is how
+    # long recovery from a crash takes; it must stay above everything a live worker may take with
+    # a message unacknowledged: the hard time limit (300 s) and a retry's countdown (at most
+    # retry_backoff_max, 60 s). Twice the hard time limit leaves room for a worker under load.
+    visibility_timeout: int = 600
     # A delivery that crashed, hung or failed its worker this many times is quarantined.
     max_attempts: int = Field(default=3, ge=1)
     # Retries for transient errors (the database or broker away); with the backoff cap this rides
