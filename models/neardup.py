@@ -124,6 +124,12 @@ def join_story(session: Session, *, delivery_id: str, own_story_id: int, story_i
             content_hash=new_version["content_hash"], changes=new_version["changes"]))
         for name in ("title", "body", "paragraphs", "normalized_title", "normalized_body", "content_hash"):
             setattr(story, name, new_version[name])
+        # The story now reads as the new version: so must its enrichment, computed for that text
+        # when the delivery created its own story.
+        own = session.get(Story, own_story_id)
+        if own is not None:
+            story.enrichment, story.enrichment_version = own.enrichment, own.enrichment_version
+            story.language = own.language
         story.version = version
     elif version is None:
         version = story.version

@@ -43,8 +43,13 @@ def test_feed_drop_folder_and_push_publish_to_redis(
 ) -> None:
     from producers.publish import Publisher
 
+    from models.session import upgrade
+
     run = uuid.uuid4().hex[:8]
+    database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(database_url)  # the publisher records what it publishes in the database's ledger
     settings = Settings(
+        database_url=database_url,
         redis_url=redis_url,
         redis_prefix=f"{redis_prefix}-{run}",
         batch_size=2,
