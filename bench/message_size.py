@@ -51,7 +51,7 @@ def main() -> None:
             naive.send_task("naive.ingest", kwargs=item.model_dump(mode="json"), queue="naive")
         naive_bytes = sum(len(m) for m in client.lrange(f"{prefix}-naive:naive", 0, -1))
         # akhbar: UTF-8 JSON, zlib, micro-batches of batch_size.
-        settings = Settings(redis_url=args.redis, redis_prefix=f"{prefix}-akhbar")
+        settings = Settings(redis_url=args.redis, redis_prefix=f"{prefix}-akhbar", publish_ledger=False)
         publisher = Publisher(settings)
         publisher.publish(items)
         ours_bytes = sum(len(m) for m in client.lrange(f"{prefix}-akhbar:{settings.queue_bulk}", 0, -1))
