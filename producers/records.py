@@ -25,7 +25,7 @@ CONTRACT_FIELDS = ("id", "body", "title", "source", "url", "published_at", "lang
 _CONTROL_IN_KEY = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
-def _json_depth(value: Any, limit: int) -> int:
+def json_depth(value: Any, limit: int) -> int:
     """Depth of nested containers, iteratively (no recursion limit to trip), stopping past limit."""
     depth = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -145,7 +145,7 @@ def parse_json_record(raw: bytes, *, default_source: str, max_bytes: int, max_de
     if not isinstance(value, dict):
         return Rejection.of("not_an_object", f"expected a JSON object, got {type(value).__name__}",
                             source=default_source, raw=raw, format=format)
-    if _json_depth(value, max_depth) > max_depth:
+    if json_depth(value, max_depth) > max_depth:
         return Rejection.of("too_deep", f"JSON nested deeper than {max_depth} levels",
                             source=default_source, raw=raw, format=format)
     if _has_lone_surrogate(value):

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from akhbar.settings import Settings
+from producers.records import json_depth
 from worker.messages import DeliveryMessage, IngestBatch, Rejection
 
 # Bidi embeddings and overrides (LRE RLE PDF LRO RLO), zero-width space, word joiner and BOM carry
@@ -32,20 +33,6 @@ _ISOLATES = re.compile("[\u2066-\u2069]")
 # A tag: only then is the text treated as markup ("a < b" and bare entities are left alone: as
 # plain text they are inert).
 _MARKUP = re.compile(r"<[A-Za-z!/?]")
-
-
-def _json_depth(value: Any, limit: int) -> int:
-    depth = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            depth = max(depth, level)
-            if depth > limit:
-                return depth
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return depth
 
 
 def _strings(value: Any) -> list[str]:
@@ -101,7 +88,7 @@ def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
         return reject("too_large", f"delivery is {len(raw)} bytes, over the {limit}-byte limit", raw)
     if any("\x00" in text for text in strings):
         return reject("nul_bytes", "NUL character in a field", raw)
-    if _json_depth(record.extra, settings.max_json_depth - 1) > settings.max_json_depth - 1:
+    if json_depth(record.extra, settings.max_json_depth - 1) > settings.max_json_depth - 1:
         return reject("too_deep", f"JSON nested deeper than {settings.max_json_depth} levels", raw)
     title = safe_text(record.title) if record.title is not None else None
     body = safe_text(record.body)
