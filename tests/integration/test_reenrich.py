@@ -8,45 +8,22 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from sqlalchemy import func, select, update
 
 from models import Delivery, Fingerprint, Reenrichment, SourceKey, Story, StoryVersion
-from models.session import session_factory, upgrade
-from tests.conftest import PG_ADMIN_URL, SEEDS, read_corpus
+from models.session import session_factory
+from tests.conftest import SEEDS, read_corpus
 from tests.integration.conftest import ROOT, run_akhbar
 from worker.stages.enrich import ENRICHMENT_VERSION
 
 pytestmark = pytest.mark.slow
 
 OLD = "2000.1"
-
-
-@pytest.fixture(scope="module")
-def reenrich_pg(run_token: str) -> Iterator[str]:
-    """A database of this module's own: the runs below count every story in it."""
-    name = f"akhbar_test_{run_token}_reenrich"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    upgrade(url)
-    yield url
-    from models.session import get_engine
-
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def akhbar_env(akhbar_env: dict[str, str], reenrich_pg: str) -> dict[str, str]:
-    return {**akhbar_env, "AKHBAR_DATABASE_URL": reenrich_pg}
 
 
 def _corpus_jsonl(path: Path, n: int) -> None:
