@@ -535,20 +535,32 @@ def reconcile(
     every: Annotated[float, typer.Option(help="Run every this many seconds until stopped (0: once).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print each pass's report as JSON.")] = False,
     timeout: Annotated[float, typer.Option(help="Embedded mode: wait this long for what runs again.")] = 600,
+    prune: Annotated[bool, typer.Option(help=(
+        "Also delete settled ledger rows and old execution records past their retention "
+        "(AKHBAR_LEDGER_RETENTION_DAYS, AKHBAR_EXECUTION_RETENTION_DAYS), at most every "
+        "AKHBAR_RETENTION_INTERVAL seconds."))] = True,
 ) -> None:
     """Publish again what was published but never committed (lost on the way).
 
     Every delivery the publish ledger has and the store does not, once it is neither queued nor
-    being processed. Safe to run any time, and periodically (--every).
+    being processed. Safe to run any time, and periodically (--every). Also prunes the ledger and
+    the execution records past their retention (--no-prune to skip).
     """
     import signal
 
     settings = _settings()
     ensure_schema(settings, auto=settings.embedded)
     from producers.publish import Publisher
-    from worker.reconcile import reconcile_once
+    from worker.reconcile import Pruner, reconcile_once
 
     publisher = Publisher(settings)
+    pruner = Pruner(settings) if prune else None
+
+    def _prune() -> dict[str, Any]:
+        pruned = pruner.maybe_prune() if pruner is not None else None
+        return {} if pruned is None else {"pruned_ledger": pruned.ledger_deleted,
+                                          "pruned_executions": pruned.executions_deleted}
+
     if settings.embedded:
         if every:
             _err("--every needs a Redis broker: in embedded mode nothing outlives the process that published")
@@ -559,7 +571,7 @@ def reconcile(
             report = reconcile_once(settings, publisher, grace=grace, in_broker=set)
             pending = _wait_ids(settings, report.republished_ids, timeout)["pending"] \
                 if report.republished_ids else 0
-        _print_reconcile(report.as_dict() | {"pending": pending}, as_json)
+        _print_reconcile(report.as_dict() | {"pending": pending} | _prune(), as_json)
         raise typer.Exit(1 if pending else 0)
     stop = {"now": False}
 
@@ -571,7 +583,7 @@ def reconcile(
     while True:
         try:
             report = reconcile_once(settings, publisher, grace=grace)
-            _print_reconcile(report.as_dict(), as_json)
+            _print_reconcile(report.as_dict() | _prune(), as_json)
         except Exception as exc:
             if not every:
                 raise

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     publish_ledger: bool = True
     reconcile_grace: float = Field(default=120.0, ge=0)
     reconcile_batch: int = Field(default=2000, ge=1)
+    # Retention, applied by `akhbar reconcile` every retention_interval seconds: settled ledger rows
+    # (their deliveries are committed) are deleted this many days after settling, and the execution
+    # records of committed deliveries this many days after they started; 0 keeps them forever.
+    # Rows still needed (unsettled, or of a delivery not committed) are never deleted. Deletes go
+    # retention_batch rows per transaction, so no lock is held for long.
+    ledger_retention_days: float = Field(default=7.0, ge=0)
+    execution_retention_days: float = Field(default=30.0, ge=0)
+    retention_batch: int = Field(default=5000, ge=1)
+    retention_interval: float = Field(default=3600.0, ge=0)
 
     # Fault injection for the fault-test tier only ("poison", "early_ack"): never set in production.
     failpoints: str = ""

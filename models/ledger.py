@@ -352,3 +352,62 @@ def release_quarantined(session: Session, rows: Sequence[dict[str, Any]]) -> int
     clear_history(session, ids)
     record_published(session, rows)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- retention ---------------------------------------------------------------------------------
+#
+# Neither table is needed forever: a settled ledger row has done its job (its delivery is in the
+# store, its message was dropped when it settled), and the execution records of a committed
+# delivery only serve audits of redeliveries. Both are deleted after a retention period, a bounded
+# batch per transaction, rows that another transaction holds locked skipped (SKIP LOCKED on
+# PostgreSQL), so pruning never holds or waits on a lock for long. What is still needed is never
+# touched: a ledger row not settled, or whose delivery is not committed (the reconciler's work),
+# and the execution records of a delivery not committed (they count its attempts toward quarantine).
+
+
+def prune_ledger(session: Session, *, settled_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` ledger rows settled before ``settled_before`` whose delivery is
+    committed, oldest first; returns how many. The caller commits."""
+    committed = select(Delivery.id).where(Delivery.id == PublishedDelivery.delivery_id).exists()
+    settled = PublishedDelivery.settled_at
+    old = (settled.is_not(None), settled < settled_before, committed)
+    pick = (
+        select(PublishedDelivery.delivery_id).where(*old)
+        .order_by(PublishedDelivery.settled_at).limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    # The conditions again on the rows deleted: a row that changed since it was picked (published
+    # again by `dlq replay`, hence unsettled) stays.
+    result = session.execute(
+        delete(PublishedDelivery)
+        .where(PublishedDelivery.delivery_id.in_(pick.scalar_subquery()), *old)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def prune_executions(session: Session, *, started_before: datetime, after_id: int,
+                     limit: int) -> tuple[int, int | None]:
+    """Delete the execution records, among the next ``limit`` after id ``after_id``, that started
+    before ``started_before`` and whose delivery is committed. Returns how many were deleted and
+    the id to continue after, or None once the page reached records newer than the cutoff (ids
+    grow with start times, so everything after is newer too) or the end of the table."""
+    page = session.execute(
+        select(Execution.id, Execution.started_at).where(Execution.id > after_id)
+        .order_by(Execution.id).limit(limit)
+    ).all()
+    if not page:
+        return 0, None
+    ids = [exec_id for exec_id, started in page if started < started_before]
+    deleted = 0
+    if ids:
+        committed = select(Delivery.id).where(Delivery.id == Execution.delivery_id).exists()
+        old = (Execution.started_at < started_before, committed)
+        pick = select(Execution.id).where(Execution.id.in_(ids), *old).with_for_update(skip_locked=True)
+        result = session.execute(
+            delete(Execution).where(Execution.id.in_(pick.scalar_subquery()), *old)
+            .execution_options(synchronize_session=False)
+        )
+        deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    reached_cutoff = len(ids) < len(page) or len(page) < limit
+    return deleted, None if reached_cutoff else page[-1][0]

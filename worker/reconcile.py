@@ -1,4 +1,5 @@
-"""Reconciliation: publish again every delivery the ledger has and the store does not.
+"""Reconciliation: publish again every delivery the ledger has and the store does not; and
+retention: delete the ledger rows and execution records no longer needed (:func:`prune`).
 
 The publish ledger (``models/ledger.py``) records each delivery before it is published. A ledger
 row older than the grace period whose delivery is not committed is either still on its way (queued,
@@ -163,13 +164,74 @@ def _republish(publisher: Any, lost: list[ledger.Unsettled], batch_size: int, re
                         delivery_ids=[m.delivery_id for m in messages][:10])
 
 
+@dataclass(slots=True)
+class PruneReport:
+    """What one retention pass deleted, and in how many transactions."""
+
+    ledger_deleted: int = 0
+    executions_deleted: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+
+
+def prune(settings: Settings, *, now: datetime | None = None) -> PruneReport:
+    """Delete settled ledger rows older than ``ledger_retention_days`` and the execution records of
+    committed deliveries older than ``execution_retention_days`` (0 keeps them forever), at most
+    ``retention_batch`` rows per transaction (see ``models/ledger.py``, retention)."""
+    started = time.perf_counter()
+    now = now or utcnow()
+    report = PruneReport()
+    sessions = session_factory(settings.database_url, write=True)
+    limit = settings.retention_batch
+    if settings.ledger_retention_days > 0:
+        cutoff = now - timedelta(days=settings.ledger_retention_days)
+        while True:
+            with sessions.begin() as session:
+                deleted = ledger.prune_ledger(session, settled_before=cutoff, limit=limit)
+            report.transactions += 1
+            report.ledger_deleted += deleted
+            if deleted < limit:
+                break
+    if settings.execution_retention_days > 0:
+        cutoff = now - timedelta(days=settings.execution_retention_days)
+        after: int | None = 0
+        while after is not None:
+            with sessions.begin() as session:
+                deleted, after = ledger.prune_executions(session, started_before=cutoff, after_id=after,
+                                                         limit=limit)
+            report.transactions += 1
+            report.executions_deleted += deleted
+    report.seconds = round(time.perf_counter() - started, 3)
+    if report.ledger_deleted or report.executions_deleted:
+        log.info("retention_pass", **asdict(report))
+    return report
+
+
+class Pruner:
+    """Runs :func:`prune` at most every ``retention_interval`` seconds (the first call always)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._last: float | None = None
+
+    def maybe_prune(self) -> PruneReport | None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.settings.retention_interval:
+            return None
+        self._last = now
+        return prune(self.settings)
+
+
 def run(settings: Settings, publisher: Any, *, every: float, grace: float | None = None,
         should_stop: Callable[[], bool] = lambda: False) -> None:
-    """Reconcile every ``every`` seconds until ``should_stop()``; a failed pass (the database or
-    the broker away) is logged and retried at the next tick."""
+    """Reconcile every ``every`` seconds until ``should_stop()``, and prune what is past its
+    retention every ``retention_interval``; a failed pass (the database or the broker away) is
+    logged and retried at the next tick."""
+    pruner = Pruner(settings)
     while not should_stop():
         try:
             reconcile_once(settings, publisher, grace=grace)
+            pruner.maybe_prune()
         except Exception as exc:
             log.error("reconcile_failed", error=repr(exc))
         deadline = time.monotonic() + every
