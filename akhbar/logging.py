@@ -3,6 +3,12 @@
 Celery, kombu and SQLAlchemy records go through the same processors and renderer as akhbar's own
 events: JSON lines when stderr is not a TTY, the console renderer when it is. Context bound with
 ``structlog.contextvars`` (task_id, delivery_id, correlation_id, ...) appears on every line.
+
+akhbar's own events do not pass through the stdlib ``logging`` machinery: structlog renders each
+one with orjson and writes the line to stderr itself, about a fifth of the cost of a LogRecord
+through a handler and ``ProcessorFormatter`` (a worker writes five lines per story). Third-party
+libraries log through stdlib; the root logger's handler renders their records with the same
+processors and writes them through the same lock, one whole line per write.
 """
 
 from __future__ import annotations
@@ -10,17 +16,90 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
-from typing import Any
+import threading
+from typing import IO, Any
 
 import orjson
 import structlog
 
 _configured = False
+_LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10,
+           "NOTSET": 0}
+_METHOD_LEVELS = {"critical": 50, "fatal": 50, "exception": 40, "error": 40, "err": 40, "failure": 40,
+                  "warning": 30, "warn": 30, "info": 20, "msg": 20, "log": 20, "debug": 10}
 
 
-def _orjson_dumps(obj: Any, default: Any = None) -> str:
-    # orjson writes Arabic as UTF-8 rather than \uXXXX escapes, and is several times faster.
-    return orjson.dumps(obj, default=default or str).decode("utf-8")
+class _Sink:
+    """Where lines go and from which level, read on every call: loggers cached on first use
+    follow a later :func:`configure_logging` (a new stderr, another level)."""
+
+    stream: IO[str] = sys.stderr
+    level: int = logging.INFO
+    lock = threading.RLock()
+
+
+def _write(line: str) -> None:
+    with _Sink.lock:
+        stream = _Sink.stream
+        stream.write(line)
+        stream.flush()
+
+
+class LineLogger:
+    """structlog's output logger: writes each rendered line (newline included) to the sink."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str | None = None) -> None:
+        # structlog.stdlib.add_logger_name reads ``logger.name``.
+        self.name = name or "root"
+
+    def msg(self, line: str) -> None:
+        _write(line)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _logger_factory(*args: Any) -> LineLogger:
+    return LineLogger(args[0] if args and isinstance(args[0], str) else None)
+
+
+def _drop_below_level(_logger: Any, method_name: str, event_dict: Any) -> Any:
+    if _METHOD_LEVELS.get(method_name, 20) < _Sink.level:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _orjson_line(_logger: Any, _name: str, event_dict: Any) -> str:
+    # orjson writes Arabic as UTF-8 rather than \uXXXX escapes, and is several times faster;
+    # values it cannot serialize are written as their str().
+    return orjson.dumps(event_dict, default=str, option=orjson.OPT_APPEND_NEWLINE).decode("utf-8")
+
+
+class _ConsoleLine:
+    def __init__(self, colors: bool) -> None:
+        self.renderer = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def __call__(self, logger: Any, name: str, event_dict: Any) -> str:
+        return f"{self.renderer(logger, name, event_dict)}\n"
+
+
+class _StdlibBridge(logging.Handler):
+    """The root logger's handler: third-party records, rendered by ``ProcessorFormatter``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        _write(line)
+
+
+# The processor list is one object for the life of the process, edited in place on reconfiguration,
+# so that loggers cached on first use (and structlog.testing.capture_logs) see the current chain.
+_PROCESSORS: list[Any] = []
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", *, force: bool = False) -> None:
@@ -29,26 +108,27 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, force: bool = F
     if _configured and not force:
         return
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    _Sink.stream = sys.stderr
+    _Sink.level = _LEVELS.get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        if json_lines
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    renderer: Any = _orjson_line if json_lines else _ConsoleLine(colors=sys.stderr.isatty())
+    _PROCESSORS[:] = [
+        _drop_below_level,
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info if json_lines else structlog.dev.set_exc_info,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if json_lines else structlog.dev.set_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=_PROCESSORS,
+        logger_factory=_logger_factory,
+        # Every level method is a plain method; the level itself is checked by the first processor.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=True,
     )
     logging.config.dictConfig({
@@ -65,9 +145,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, force: bool = F
                 "foreign_pre_chain": shared,
             }
         },
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}
-        },
+        "handlers": {"stderr": {"()": _StdlibBridge, "formatter": "structlog"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         # Per-statement SQL and per-message transport chatter are noise at INFO.
         "loggers": {
