@@ -71,6 +71,8 @@ class AkhbarTask(Task):  # type: ignore[misc]
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    # A message whose worker died is requeued at the front of its queue (worker/requeue.py).
+    Request = "worker.requeue:FrontRequeueRequest"
     # Retries are decided in the task body, only for errors pipeline.is_transient() names.
     max_retries = None
     typing = False
@@ -125,6 +127,7 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         propagate=(SoftTimeLimitExceeded,),
         before=lambda msg: failpoints.poison(settings, msg),
         neardup_index=_neardup_index(settings), neardup_window_days=settings.neardup_window_days,
+        marks=quarantine.running_marks(settings),
     )
     try:
         plan = runner.begin(batch)
@@ -154,27 +157,34 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     return counts
 
 
-_NEARDUP: dict[int, Any] = {}
+_NEARDUP: dict[tuple[int, str | None], Any] = {}
 
 
 def _neardup_index(settings: Any) -> Any:
-    """This process's near-duplicate index in Redis (built on first use, after the fork), or None
-    when there is no Redis (the embedded mode looks for exact duplicates only)."""
-    if settings.redis_url is None:
-        return None
-    pid = os.getpid()
-    if pid not in _NEARDUP:
-        import redis
+    """This process's near-duplicate index (built on first use, after the fork): the shared one in
+    Redis, or without Redis (the embedded mode) one in this process's memory, per database.
 
+    Either is absent at first (a new deployment, Redis lost it, or a new process): the first batch
+    rebuilds it from the signatures stored in the database, an empty set or not."""
+    embedded = settings.redis_url is None
+    key = (os.getpid(), settings.database_url if embedded else None)
+    if key not in _NEARDUP:
         from worker.neardup import NearDupIndex
+        from worker.neardup.local import LocalNearDupIndex
 
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-        index = NearDupIndex(client, settings.redis_prefix, settings.neardup_window_days)
-        # Absent from Redis at first (a new deployment, or Redis lost it): the first batch
-        # rebuilds it from the signatures stored in the database, an empty set or not.
-        _NEARDUP.clear()
-        _NEARDUP[pid] = index
-    return _NEARDUP[pid]
+        index: Any
+        if embedded:
+            index = LocalNearDupIndex(settings.neardup_window_days)
+        else:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+            index = NearDupIndex(client, settings.redis_prefix, settings.neardup_window_days)
+        # Indexes of another process (inherited through a fork) are not this one's.
+        for stale in [k for k in _NEARDUP if k[0] != key[0]]:
+            del _NEARDUP[stale]
+        _NEARDUP[key] = index
+    return _NEARDUP[key]
 
 
 def _give_up(runner: quarantine.AttemptRunner, settings: Any, exc: BaseException) -> dict[str, int]:
