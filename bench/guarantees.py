@@ -8,7 +8,8 @@ On a private PostgreSQL database (created, migrated and dropped) and a private R
 1. publish: the same deliveries published with the ledger (written and committed before each
    message) and without it, in interleaved rounds: deliveries per second and the ratio;
 2. ingest: the same micro-batches through the ingest task's attempt runner (execution records
-   written before and finished with the batch, batch mode), through the pipeline alone (no
+   written before and finished with the batch, batch mode), the same with the running-delivery
+   mark in Redis before each delivery (what the workers do), through the pipeline alone (no
    records), and through the runner's isolated mode (one transaction per delivery, as after a
    crash): stories per second and the ratios to the pipeline alone. Tables are emptied between
    runs, so every run stores the same stories.
@@ -87,7 +88,7 @@ def bench_ingest(settings: Settings, items: list[Any], rounds: int) -> dict[str,
     from producers.publish import Publisher
     from worker import pipeline
     from worker.messages import IngestBatch
-    from worker.quarantine import Attempt, AttemptRunner
+    from worker.quarantine import Attempt, AttemptRunner, running_marks
 
     publisher = Publisher(settings)
     run_id = uuid.uuid4().hex
@@ -98,12 +99,15 @@ def bench_ingest(settings: Settings, items: list[Any], rounds: int) -> dict[str,
     ]
     sessions = session_factory(settings.database_url, write=True)
 
-    def runner(batch: IngestBatch) -> AttemptRunner:
+    marks = running_marks(settings)
+
+    def runner(batch: IngestBatch, with_marks: bool = False) -> AttemptRunner:
         return AttemptRunner(
             sessions,
             Attempt(task_id=str(uuid.uuid4()), attempt=0, worker="bench@local", pid=os.getpid()),
             max_attempts=settings.max_attempts,
             delivery_time_limit=settings.delivery_time_limit,
+            marks=marks if with_marks else None,
         )
 
     def pipeline_alone() -> None:
@@ -117,17 +121,24 @@ def bench_ingest(settings: Settings, items: list[Any], rounds: int) -> dict[str,
             r.begin(batch)
             r.run_batch()
 
+    def runner_batch_mode_marked() -> None:
+        for batch in batches:
+            r = runner(batch, with_marks=True)
+            r.begin(batch)
+            r.run_batch()
+
     def runner_isolated() -> None:
         for batch in batches:
             r = runner(batch)
             plan = r.begin(batch)
             # As after a crash: the same deliveries one at a time, each with its own record.
-            plan.isolated, plan.exec_ids = True, {}
-            r.run_isolated()
+            plan.isolated, plan.suspects, plan.exec_ids = True, list(plan.todo), {}
+            r.run()
 
     variants = {
         "pipeline alone": pipeline_alone,
         "runner, batch mode": runner_batch_mode,
+        "runner, batch, marks": runner_batch_mode_marked,
         "runner, isolated": runner_isolated,
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}

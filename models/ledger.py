@@ -41,7 +41,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from models.base import Base, insert_for, utcnow
 from models.delivery import Delivery
 
-# Outcomes of an execution record; NULL while it runs (or forever, if its worker died).
+# Outcomes of an execution record; NULL while it runs (or forever, if its worker died: then
+# ``finished_at`` is set once the crash is attributed to it, see attribute_lost).
 EXECUTION_OUTCOMES = ("stored", "skipped", "retry", "timeout", "error", "quarantined")
 # Outcomes that count as a failed attempt of the delivery itself (a transient database outage is
 # not the delivery's fault and does not count; an unfinished record does).
@@ -242,10 +243,40 @@ def settle_retried(session: Session, *, task_id: str, attempt: int) -> int:
     database was down when it decided to retry): a retry is not a failure of the delivery."""
     if attempt <= 0:
         return 0
+    # A sealed crash (finished_at set, no outcome: see attribute_lost) stays a crash.
     result = session.execute(
         update(Execution)
-        .where(Execution.task_id == task_id, Execution.attempt < attempt, Execution.outcome.is_(None))
+        .where(Execution.task_id == task_id, Execution.attempt < attempt, Execution.outcome.is_(None),
+               Execution.finished_at.is_(None))
         .values(outcome="retry", finished_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def attribute_lost(session: Session, *, task_id: str, attempt: int, culprit: str) -> int:
+    """An attempt at message ``task_id`` (retry ``attempt``) died while it ran ``culprit`` (its
+    running mark says so): charge the lost attempt to ``culprit`` alone. Its record stays a crash
+    (no outcome) but is sealed (``finished_at`` set), so that a later retry of the message does not
+    take it for one the worker failed to finish (:func:`settle_retried`); the unfinished records of
+    the other deliveries of that attempt are finished as ``retry``. Nothing changes unless
+    ``culprit``'s own record of that attempt is still open (the worker did die during it). Returns
+    how many other deliveries were relieved."""
+    same = (Execution.task_id == task_id, Execution.attempt == attempt, Execution.outcome.is_(None),
+            Execution.finished_at.is_(None))
+    culprit_open = select(Execution.id).where(*same, Execution.delivery_id == culprit).exists()
+    if not session.scalar(select(culprit_open)):
+        return 0
+    now = utcnow()
+    result = session.execute(
+        update(Execution)
+        .where(*same, Execution.delivery_id != culprit)
+        .values(outcome="retry", finished_at=now, error=f"lost with its worker while {culprit} ran")
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Execution).where(*same, Execution.delivery_id == culprit)
+        .values(finished_at=now, error="its worker died while it ran")
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

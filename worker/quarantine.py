@@ -7,12 +7,17 @@ How an attempt goes:
 
 1. In its own short transaction (:meth:`AttemptRunner.begin`): skip deliveries already committed,
    read the earlier failed attempts of the rest from the execution records, quarantine those that
-   have failed ``max_attempts`` times, and decide the mode. A batch none of whose deliveries has
-   failed before runs in *batch mode*: one execution record per delivery is written now, and the
-   whole batch is one transaction. Otherwise the batch runs *isolated*: one delivery at a time,
-   each with its own execution record written just before it starts and its own transaction, so
-   a delivery that crashes or hangs its worker is charged alone and its neighbours get committed.
-2. Each delivery runs under a deadline (``delivery_time_limit``, SIGALRM where available).
+   have failed ``max_attempts`` times, and split the rest. Deliveries that never failed run
+   *together* (batch mode): one execution record per delivery is written now, and they are one
+   transaction. Deliveries that failed before (*suspects*) then run *alone*, one at a time, each
+   with its own execution record written just before it starts and its own transaction, so a
+   delivery that crashes or hangs its worker again is charged alone and nothing else is lost
+   with it.
+2. Each delivery runs under a deadline (``delivery_time_limit``, SIGALRM where available), and
+   its id is marked in Redis as the one running (:class:`RunningMarks`). When a worker dies in a
+   batch-mode attempt, every record of that attempt is left unfinished; the redelivered message
+   reads the mark and charges the lost attempt to the delivery that was running only, so its
+   batch-mates run together again at once instead of becoming suspects.
 3. The execution records are finished in the same transaction that commits the deliveries, so an
    execution record still unfinished later is an attempt whose worker died or was killed.
 
@@ -42,6 +47,13 @@ from worker.neardup import NearDupIndex
 from worker.stages import neardup as neardup_stage
 
 log = structlog.get_logger("akhbar.quarantine")
+
+# Broker priority of a message retried for deliveries that failed in it (everything else of it is
+# committed): on the Redis transport, workers take a queue's priority-9 list only when its other
+# lists (and those of the queues consumed before it) are empty, so a delivery that has already
+# raised or hung is tried again after the messages not known to hold one, instead of taking a
+# worker's time from them. https://docs.celeryq.dev/en/stable/userguide/routing.html#redis-message-priorities
+SUSPECT_PRIORITY = 9
 
 # Reason codes of quarantined deliveries (``deliveries.error->>'code'``), the dead-letter set.
 QUARANTINE_CODES = ("processing_error", "worker_lost", "timeout", "retries_exhausted")
@@ -98,12 +110,25 @@ class Attempt:
 class Plan:
     """What :meth:`AttemptRunner.begin` decided for one attempt."""
 
+    # Everything this attempt runs: the deliveries that never failed first, then the suspects.
     todo: list[DeliveryMessage]
     skipped: int
     poison: list[tuple[DeliveryMessage, ledger.History]]
+    # Whether some deliveries have failed before (they run one at a time, after the others).
     isolated: bool
     # Execution record ids by delivery id (batch mode: all written up front).
     exec_ids: dict[str, int] = field(default_factory=dict)
+    # Deliveries with earlier failed attempts, fewest first: each runs alone, with its own record
+    # and transaction, so if it crashes or hangs again it is charged alone.
+    suspects: list[DeliveryMessage] = field(default_factory=list)
+    # An earlier run of this message lost with its worker, and the delivery it was running then.
+    lost_while: str | None = None
+
+    @property
+    def together(self) -> list[DeliveryMessage]:
+        """The deliveries that run together, in one transaction (none of them failed before)."""
+        suspects = {d.delivery_id for d in self.suspects}
+        return [d for d in self.todo if d.delivery_id not in suspects]
 
 
 @dataclass(slots=True)
@@ -115,6 +140,8 @@ class Result:
     skipped: int = 0
     # Deliveries that failed in this attempt (timed out or raised) and may be attempted again.
     failed: list[str] = field(default_factory=list)
+    # Suspects not run in this attempt: they go on a retry of the message, behind everything else.
+    deferred: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -126,10 +153,78 @@ class Result:
             out["already_processed"] = out.get("already_processed", 0) + self.skipped
         if self.failed:
             out["failed"] = len(self.failed)
+        if self.deferred:
+            out["deferred"] = len(self.deferred)
         return out
 
 
 Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
+
+
+class RunningMarks:
+    """Which delivery each attempt is running right now, in Redis: ``<prefix>:running:<task>:<n>``.
+
+    Written before each delivery starts (one SET, no database write), so that when a worker dies
+    in the middle of a batch-mode attempt, the redelivered message knows which delivery it died
+    on. Only that one is charged the lost attempt; the others of the batch are not suspects and run
+    together again at once, instead of one transaction each. A mark that cannot be written or read
+    (Redis away) only loses the attribution: every delivery of the lost attempt is then a suspect,
+    which is slower, never less safe.
+    """
+
+    def __init__(self, client: Any, prefix: str, ttl: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+
+    def _key(self, attempt: Attempt) -> str:
+        return f"{self.prefix}:running:{attempt.task_id}:{attempt.attempt}"
+
+    def mark(self, attempt: Attempt, delivery_id: str) -> bool:
+        try:
+            self.client.set(self._key(attempt), delivery_id, ex=self.ttl)
+        except Exception as exc:  # redis errors: the attribution is lost, nothing else
+            log.warning("running_mark_failed", error=repr(exc)[:300])
+            return False
+        return True
+
+    def read(self, attempt: Attempt) -> str | None:
+        try:
+            value = self.client.get(self._key(attempt))
+        except Exception as exc:
+            log.warning("running_mark_failed", error=repr(exc)[:300])
+            return None
+        return value.decode() if isinstance(value, bytes) else value
+
+    def clear(self, attempt: Attempt) -> None:
+        try:
+            self.client.delete(self._key(attempt))
+        except Exception as exc:
+            log.warning("running_mark_failed", error=repr(exc)[:300])
+
+
+_MARKS: dict[int, RunningMarks] = {}
+
+
+def running_marks(settings: Any) -> RunningMarks | None:
+    """This process's :class:`RunningMarks` (None without Redis: the embedded worker runs in the
+    producer's process, and nothing of it survives a crash anyway)."""
+    if settings.redis_url is None:
+        return None
+    import os
+
+    pid = os.getpid()
+    if pid not in _MARKS:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2,
+                                      socket_connect_timeout=2)
+        _MARKS.clear()  # a fork's inherited client is not this process's
+        # A mark must outlive the wait of a requeued message for its redelivery (a backlog can be
+        # long); a dead attempt's mark is the only one not deleted when its attempt ends.
+        ttl = max(86400, 3 * settings.visibility_timeout)
+        _MARKS[pid] = RunningMarks(client, settings.redis_prefix, ttl=ttl)
+    return _MARKS[pid]
 
 
 class AttemptRunner:
@@ -138,7 +233,8 @@ class AttemptRunner:
     def __init__(self, sessions: sessionmaker[Session], attempt: Attempt, *, max_attempts: int,
                  delivery_time_limit: float, propagate: tuple[type[BaseException], ...] = (),
                  before: Callable[[DeliveryMessage], None] | None = None,
-                 neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7) -> None:
+                 neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7,
+                 marks: RunningMarks | None = None) -> None:
         self.sessions = sessions
         # The shared near-duplicate index (None: near-duplicates are not looked for).
         self.neardup_index = neardup_index
@@ -149,13 +245,18 @@ class AttemptRunner:
         # Interruptions that end the delivery's attempt rather than quarantining it on the spot.
         self.propagate: tuple[type[BaseException], ...] = (DeliveryTimeout, *propagate)
         self.before = before
+        self.marks = marks
         self.plan: Plan | None = None
         # The delivery running now, so an interruption can be charged to it alone.
         self.current: str | None = None
+        # Execution records of this attempt started and not yet finished, by delivery id.
+        self.open: dict[str, int] = {}
 
     @contextmanager
     def around(self, msg: DeliveryMessage) -> Iterator[None]:
         self.current = msg.delivery_id
+        if self.marks is not None and not self.marks.mark(self.attempt, msg.delivery_id):
+            self.marks = None  # Redis is away: no more round trips this attempt
         with deadline(self.delivery_time_limit):
             if self.before is not None:
                 self.before(msg)
@@ -163,10 +264,22 @@ class AttemptRunner:
         self.current = None
 
     def begin(self, batch: IngestBatch) -> Plan:
-        """Step 1 (own transaction): what to skip, what to quarantine, which mode."""
+        """Step 1 (own transaction): what to skip, what to quarantine, what runs together and
+        what runs alone."""
         ids = [d.delivery_id for d in batch.deliveries]
+        lost_while = self.marks.read(self.attempt) if self.marks is not None else None
         with self.sessions.begin() as session:
-            ledger.settle_retried(session, task_id=self.attempt.task_id, attempt=self.attempt.attempt)
+            a = self.attempt
+            ledger.settle_retried(session, task_id=a.task_id, attempt=a.attempt)
+            if lost_while is not None and lost_while in ids:
+                # This message's earlier run died while it ran ``lost_while``: the lost attempt is
+                # charged to it alone, not to the others that run had started.
+                relieved = ledger.attribute_lost(session, task_id=a.task_id, attempt=a.attempt,
+                                                 culprit=lost_while)
+                if relieved:
+                    log.warning("attempt_lost_attributed", delivery_id=lost_while, relieved=relieved)
+            else:
+                lost_while = None
             done = queries.processed_deliveries(session, ids)
             todo = [d for d in batch.deliveries if d.delivery_id not in done]
             past = ledger.history(session, (d.delivery_id for d in todo))
@@ -174,14 +287,16 @@ class AttemptRunner:
                       if d.delivery_id in past and past[d.delivery_id].failed >= self.max_attempts]
             poisoned = {d.delivery_id for d, _ in poison}
             todo = [d for d in todo if d.delivery_id not in poisoned]
-            isolated = any(d.delivery_id in past for d in todo)
-            if isolated:
-                # Deliveries with fewer failed attempts first: one that keeps killing its worker
-                # then cannot hold back the deliveries queued behind it in the same message.
-                todo.sort(key=lambda d: past[d.delivery_id].failed if d.delivery_id in past else 0)
-            plan = Plan(todo=todo, skipped=len(done), poison=poison, isolated=isolated)
-            if not isolated:
-                plan.exec_ids = self._start(session, [d.delivery_id for d in todo])
+            # Deliveries with fewer failed attempts first: one that keeps killing its worker then
+            # cannot hold back the deliveries queued behind it in the same message.
+            suspects = sorted((d for d in todo if d.delivery_id in past),
+                              key=lambda d: past[d.delivery_id].failed)
+            together = [d for d in todo if d.delivery_id not in past]
+            plan = Plan(todo=together + suspects, skipped=len(done), poison=poison, isolated=bool(suspects),
+                        suspects=suspects, lost_while=lost_while)
+            if together:
+                plan.exec_ids = self._start(session, [d.delivery_id for d in together])
+                self.open = dict(plan.exec_ids)
         self.plan = plan
         return plan
 
@@ -209,22 +324,46 @@ class AttemptRunner:
                           attempts=past.failed)
         return stored
 
-    def run_batch(self) -> Result:
-        """Batch mode: every delivery in one transaction, with its execution record finished in it.
+    def run(self) -> Result:
+        """Steps 2-3: the deliveries that never failed together (:meth:`run_together`), then each
+        suspect alone (:meth:`run_alone`). The caller retries the message for the failed ones.
+
+        When the message had both, the suspects are not run now but deferred to that retry (at
+        :data:`SUSPECT_PRIORITY`): a delivery that crashed or hung a worker before would likely
+        do it again, and its next attempts then take a worker only once nothing else waits."""
+        assert self.plan is not None
+        result = Result()
+        self.run_together(result)
+        if self.plan.suspects and self.plan.together:
+            result.deferred = [d.delivery_id for d in self.plan.suspects]
+        else:
+            self.run_alone(result)
+        if self.marks is not None:
+            # Everything of this attempt is committed: its mark can only mislead from now on.
+            self.marks.clear(self.attempt)
+        return result
+
+    # The task calls one or the other by the plan's mode; both run the whole plan.
+    run_batch = run
+    run_isolated = run
+
+    def run_together(self, result: Result) -> None:
+        """Batch mode: the deliveries that never failed, in one transaction, with their execution
+        records finished in it.
 
         A delivery that times out or raises past the pipeline's own handling (its savepoint is
         rolled back) is charged alone and the batch goes on; the caller retries the message for it.
         A task-level interruption or a transient error propagates, and the whole batch is retried.
         """
         assert self.plan is not None
-        result = Result()
-        if not self.plan.todo:
-            return result
+        together = self.plan.together
+        if not together:
+            return
         finished: dict[int, tuple[str, str | None]] = {}
         with self.sessions.begin() as session:
             # The pipeline writes the batch with a few statements and charges a delivery whose
             # own work times out or raises (under self.around) alone, as status "failed".
-            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=self.plan.todo),
+            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=together),
                                               propagate=self.propagate, around=self.around,
                                               timeouts=(DeliveryTimeout,), neardup_index=self.neardup_index,
                                               neardup_window_days=self.neardup_window_days)
@@ -242,7 +381,7 @@ class AttemptRunner:
                 finished[exec_id] = (_exec_outcome(outcome), None)
                 result.outcomes.append(outcome)
             ledger.finish_executions(session, finished)
-        return result
+        self.open.clear()
 
     def _charge(self, outcome: str) -> tuple[str, str | None]:
         """The record of a delivery that failed this attempt (called while its error is handled)."""
@@ -252,8 +391,8 @@ class AttemptRunner:
         self.current = None
         return outcome, error
 
-    def run_isolated(self) -> Result:
-        """Isolated mode: one delivery at a time, each charged and committed on its own.
+    def run_alone(self, result: Result) -> None:
+        """Isolated mode: each suspect alone, charged and committed on its own.
 
         A delivery that times out or raises has its attempt recorded and the next one runs; the
         caller retries the message for the failed ones. A task-level interruption or a transient
@@ -261,13 +400,13 @@ class AttemptRunner:
         (:meth:`fail_current`).
         """
         assert self.plan is not None
-        result = Result()
-        for msg in self.plan.todo:
+        for msg in self.plan.suspects:
             with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
                                                          correlation_id=msg.correlation_id):
                 with self.sessions.begin() as session:
                     exec_id = self._start(session, [msg.delivery_id])[msg.delivery_id]
                 self.plan.exec_ids[msg.delivery_id] = exec_id
+                self.open[msg.delivery_id] = exec_id
                 failure: tuple[str, str | None] | None = None
                 with self.sessions() as session:
                     # A lost index is rebuilt before the delivery's transaction locks anything.
@@ -284,27 +423,24 @@ class AttemptRunner:
                             raise
                         failure = self._charge("error")
                     ledger.finish_executions(session, {exec_id: failure or (_exec_outcome(outcome), None)})
+                self.open.pop(msg.delivery_id, None)
                 if failure is not None:
                     result.failed.append(msg.delivery_id)
                     continue
                 result.outcomes.append(outcome)
-        return result
 
     def fail_current(self, outcome: str, *, others: str = "retry") -> None:
         """Finish the records of an interrupted attempt: the running delivery gets ``outcome``
-        (with the traceback being handled), the others of a batch-mode attempt ``others``."""
+        (with the traceback being handled), the others still open ``others``."""
         if self.plan is None:
             return
         error = traceback.format_exc(limit=20)
         current = self.current
         self.current = None
         finished: dict[int, tuple[str, str | None]] = {}
-        if self.plan.isolated:
-            if current is not None and current in self.plan.exec_ids:
-                finished[self.plan.exec_ids[current]] = (outcome, error)
-        else:
-            for delivery_id, exec_id in self.plan.exec_ids.items():
-                finished[exec_id] = (outcome, error) if delivery_id == current else (others, None)
+        for delivery_id, exec_id in self.open.items():
+            finished[exec_id] = (outcome, error) if delivery_id == current else (others, None)
+        self.open = {}
         try:
             with self.sessions.begin() as session:
                 ledger.finish_executions(session, finished)

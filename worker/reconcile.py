@@ -70,8 +70,20 @@ def _task_id(raw: bytes) -> str | None:
     return task_id if isinstance(task_id, str) else None
 
 
+# kombu's Redis transport keeps a queue's messages of priority p > 0 in a list of their own,
+# "<queue>\x06\x16<p>" (its PRIORITY_STEPS and Channel.sep); retries of suspect deliveries are sent
+# with a priority (worker/quarantine.py, SUSPECT_PRIORITY).
+_PRIORITY_STEPS = (0, 3, 6, 9)
+_PRIORITY_SEP = "\x06\x16"
+
+
+def _priority_lists(*queues: str) -> list[str]:
+    return [q if step == 0 else f"{q}{_PRIORITY_SEP}{step}" for q in queues for step in _PRIORITY_STEPS]
+
+
 def broker_task_ids(settings: Settings, client: Any | None = None) -> set[str]:
-    """Task ids of every message the broker holds: queued on akhbar's queues or unacknowledged.
+    """Task ids of every message the broker holds: queued on akhbar's queues (each priority's
+    list) or unacknowledged.
 
     Read in chunks (LRANGE, HSCAN) so a long backlog never has to fit in one reply.
     """
@@ -84,8 +96,7 @@ def broker_task_ids(settings: Settings, client: Any | None = None) -> set[str]:
     prefix = f"{settings.redis_prefix}:"
     ids: set[str] = set()
     try:
-        for queue in (settings.queue_live, settings.queue_bulk):
-            key = prefix + queue
+        for key in [prefix + q for q in _priority_lists(settings.queue_live, settings.queue_bulk)]:
             start = 0
             while True:
                 chunk = client.lrange(key, start, start + _SCAN_CHUNK - 1)

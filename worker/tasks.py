@@ -150,10 +150,11 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     result.quarantined, result.skipped = quarantined, plan.skipped
     counts = result.counts()
     log.info("batch_committed", deliveries=len(result.outcomes), isolated=plan.isolated, **counts)
-    if result.failed:
-        # Deliveries that timed out or raised get another attempt (or quarantine, at the limit);
-        # everything else of the batch is committed and will be skipped.
-        raise self.retry(countdown=1)
+    if result.failed or result.deferred:
+        # Deliveries that timed out or raised get another attempt (or quarantine, at the limit),
+        # as do suspects deferred; everything else of the batch is committed and will be skipped.
+        # The retry waits behind every message not known to hold a poison (SUSPECT_PRIORITY).
+        raise self.retry(countdown=1, priority=quarantine.SUSPECT_PRIORITY)
     return counts
 
 
