@@ -17,8 +17,9 @@ BODY = "\n".join(
 
 
 def _msg(source: str, sid: str, body: str) -> DeliveryMessage:
-    return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC), correlation_id="c-persist",
-                           run_id="persist", record=Delivery(id=sid, source=source, title="خبر", body=body))
+    return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                           correlation_id="c-persist", run_id="persist",
+                           record=Delivery(id=sid, source=source, title="خبر", body=body))
 
 
 def test_large_text_is_toasted_with_lz4(db_session) -> None:

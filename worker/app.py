@@ -8,9 +8,11 @@ holds back as little as possible. https://docs.celeryq.dev/en/stable/userguide/c
 
 from __future__ import annotations
 
+import zlib
+
 import orjson
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, compression
 from kombu.serialization import register
 
 from akhbar.settings import Settings, get_settings
@@ -30,6 +32,19 @@ def _loads(data: bytes | str) -> object:
 # orjson writes UTF-8; the content type stays application/json, the only one workers accept, so a
 # pickle (or any other) message is refused before it is decoded.
 register(SERIALIZER, _dumps, _loads, content_type="application/json", content_encoding="utf-8")
+
+# zlib level of message bodies. kombu compresses at zlib's default (6): about 240 us of producer
+# CPU per story of a 50-story batch, for 981 bytes a story. Level 4 takes about 55 us for 1,083
+# bytes (level 1: 34 us, 1,275 bytes). Same stream format and content type, so any worker
+# decompresses messages of either level.
+ZLIB_LEVEL = 4
+
+
+def _zlib_compress(body: bytes) -> bytes:
+    return zlib.compress(body, ZLIB_LEVEL)
+
+
+compression.register(_zlib_compress, zlib.decompress, "application/x-gzip", aliases=["gzip", "zlib"])
 
 
 def create_app(settings: Settings | None = None) -> Celery:
