@@ -8,6 +8,7 @@ import zlib
 
 import orjson
 import redis
+from pydantic import SecretStr
 
 from akhbar.settings import Settings
 from worker.app import ZLIB_LEVEL
@@ -18,8 +19,9 @@ def test_batch_body_is_zlib_at_the_configured_level(redis_url: str, redis_prefix
     from producers.publish import Publisher
 
     run = uuid.uuid4().hex[:8]
-    settings = Settings(database_url="sqlite://", redis_url=redis_url, redis_prefix=f"{redis_prefix}-{run}",
-                        queue_bulk=f"bulk-{run}", publish_ledger=False, batch_size=10)
+    settings = Settings(database_url="sqlite://", redis_url=SecretStr(redis_url),
+                        redis_prefix=f"{redis_prefix}-{run}", queue_bulk=f"bulk-{run}", publish_ledger=False,
+                        batch_size=10)
     publisher = Publisher(settings)
     body = "\n".join(f"قال المتحدث باسم الوزارة إن الاجتماع رقم {i} سيعقد في الرياض الأسبوع المقبل."
                      for i in range(40))
