@@ -1,0 +1,155 @@
+"""A worker that dies in the middle of a batch: the lost attempt is charged to the delivery it was
+running (its running mark in Redis), not to its batch-mates, and a later retry of the message
+does not erase that charge. Real PostgreSQL and Redis; the crash is an attempt abandoned halfway,
+as a killed process leaves it (execution records open, nothing committed)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import PG_ADMIN_URL, read_corpus
+
+
+@pytest.fixture(scope="module")
+def attribution_pg(run_token: str) -> Iterator[str]:
+    from models.session import get_engine, upgrade
+
+    name = f"akhbar_test_{run_token}_attribution"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _batch(offset: int, n: int = 6) -> object:
+    from producers.records import build_delivery
+    from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
+
+    messages = []
+    for article in read_corpus(offset + n)[offset:]:
+        record = {"id": f"{article['id']}#attribution", "title": article["title"], "body": article["body"],
+                  "source": "attribution", "url": article["url"]}
+        item = build_delivery(record, default_source="attribution", raw=orjson.dumps(record))
+        assert isinstance(item, Delivery)
+        messages.append(DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                                        correlation_id="attribution", run_id=None, record=item))
+    return IngestBatch(deliveries=messages)
+
+
+def _runner(url: str, task_id: str, attempt: int, marks: object) -> object:
+    from models.session import session_factory
+    from worker.quarantine import Attempt, AttemptRunner
+
+    return AttemptRunner(session_factory(url, write=True),
+                         Attempt(task_id=task_id, attempt=attempt, worker="w@test", pid=os.getpid()),
+                         max_attempts=3, delivery_time_limit=30, marks=marks)  # type: ignore[arg-type]
+
+
+def _history(url: str, ids: list[str]) -> dict[str, int]:
+    from models import ledger
+    from models.session import session_factory
+
+    with session_factory(url)() as session:
+        return {d: h.failed for d, h in ledger.history(session, ids).items()}
+
+
+@pytest.fixture()
+def marks(redis_url: str, redis_prefix: str) -> Iterator[object]:
+    from worker.quarantine import RunningMarks
+
+    client = redis.Redis.from_url(redis_url)
+    yield RunningMarks(client, f"{redis_prefix}-attribution", ttl=60)
+    client.close()
+
+
+def _crash_in_batch_mode(url: str, task_id: str, batch: object, marks: object, running: int) -> str:
+    """An attempt that started every record (batch mode) and died while running delivery
+    ``running``: its mark says so, nothing was committed, its records stay open."""
+    runner = _runner(url, task_id, 0, marks)
+    plan = runner.begin(batch)  # type: ignore[attr-defined]
+    assert not plan.isolated and len(plan.exec_ids) == len(batch.deliveries)  # type: ignore[attr-defined]
+    culprit = batch.deliveries[running].delivery_id  # type: ignore[attr-defined]
+    assert marks.mark(runner.attempt, culprit)  # type: ignore[attr-defined]
+    return str(culprit)
+
+
+def test_crash_is_charged_to_the_running_delivery_alone(attribution_pg: str, marks: object) -> None:
+    batch = _batch(0)
+    ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
+    task_id = str(uuid.uuid4())
+    culprit = _crash_in_batch_mode(attribution_pg, task_id, batch, marks, running=3)
+    assert _history(attribution_pg, ids) == dict.fromkeys(ids, 1)  # every record open: all charged
+
+    # The redelivered message (same task, same retry number) reads the mark.
+    again = _runner(attribution_pg, task_id, 0, marks)
+    plan = again.begin(batch)  # type: ignore[attr-defined]
+    assert plan.lost_while == culprit
+    assert [d.delivery_id for d in plan.suspects] == [culprit]
+    assert [d.delivery_id for d in plan.together] == [i for i in ids if i != culprit]
+    result = again.run()  # type: ignore[attr-defined]
+    assert len(result.outcomes) == len(ids) - 1 and not result.failed
+    assert _history(attribution_pg, ids) == {culprit: 1}
+    assert result.deferred == [culprit]  # its next attempt goes behind everything else
+
+    # The retry of the message (retry number 1) must not take the sealed crash for a record its
+    # worker failed to finish: the culprit still has its failed attempt, runs alone and is stored.
+    retry = _runner(attribution_pg, task_id, 1, marks)
+    plan = retry.begin(batch)  # type: ignore[attr-defined]
+    assert plan.skipped == len(ids) - 1 and [d.delivery_id for d in plan.suspects] == [culprit]
+    assert _history(attribution_pg, [culprit]) == {culprit: 1}
+    result = retry.run()  # type: ignore[attr-defined]
+    assert [o.delivery_id for o in result.outcomes] == [culprit] and not result.deferred
+
+
+def test_a_delivery_that_keeps_killing_is_quarantined_after_three(attribution_pg: str, marks: object) -> None:
+    batch = _batch(10)
+    ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
+    task_id = str(uuid.uuid4())
+    culprit = _crash_in_batch_mode(attribution_pg, task_id, batch, marks, running=0)
+    # Redelivered: the others are committed, the culprit deferred to retry 1.
+    first = _runner(attribution_pg, task_id, 0, marks)
+    first.begin(batch)  # type: ignore[attr-defined]
+    assert first.run().deferred == [culprit]  # type: ignore[attr-defined]
+    # Retry 1 kills its worker twice while running the culprit alone (redelivered each time).
+    for _ in range(2):
+        runner = _runner(attribution_pg, task_id, 1, marks)
+        plan = runner.begin(batch)  # type: ignore[attr-defined]
+        assert [d.delivery_id for d in plan.suspects] == [culprit] and not plan.poison
+        # Die right after starting it alone: its record is open, its mark names it.
+        with runner.sessions.begin() as session:  # type: ignore[attr-defined]
+            runner._start(session, [culprit])  # type: ignore[attr-defined]
+        assert marks.mark(runner.attempt, culprit)  # type: ignore[attr-defined]
+    assert _history(attribution_pg, [culprit]) == {culprit: 3}
+    last = _runner(attribution_pg, task_id, 1, marks)
+    plan = last.begin(batch)  # type: ignore[attr-defined]
+    assert [d.delivery_id for d, _ in plan.poison] == [culprit] and not plan.todo
+    assert last.quarantine_poison() == 1  # type: ignore[attr-defined]
+    assert _history(attribution_pg, [i for i in ids if i != culprit]) == {}
+
+
+def test_without_marks_every_delivery_of_the_lost_attempt_is_a_suspect(attribution_pg: str,
+                                                                        marks: object) -> None:
+    """The fallback when Redis could not record the mark: slower (each alone), never less safe."""
+    batch = _batch(20, n=4)
+    ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
+    task_id = str(uuid.uuid4())
+    runner = _runner(attribution_pg, task_id, 0, None)
+    runner.begin(batch)  # type: ignore[attr-defined]  # and dies: no mark
+    again = _runner(attribution_pg, task_id, 0, marks)
+    plan = again.begin(batch)  # type: ignore[attr-defined]
+    assert plan.lost_while is None and not plan.together
+    assert sorted(d.delivery_id for d in plan.suspects) == sorted(ids)
+    result = again.run()  # type: ignore[attr-defined]
+    assert len(result.outcomes) == len(ids) and not result.deferred
