@@ -309,19 +309,24 @@ def export_row(delivery: Any, story: Any) -> dict[str, Any]:
 
 
 @app.command()
-def export(out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None) -> None:
-    """One JSON line per delivery, in receipt order."""
+def export(
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """One JSON line per delivery, in receipt order, each with its story's versions and what
+    changed between them (``story_versions``; null for a delivery without a story)."""
     settings = _settings()
     ensure_schema(settings, auto=settings.embedded)
-    from models.queries import iter_export_rows
+    from models.queries import iter_export
     from models.session import session_factory
 
     stream = out.open("wb") if out else sys.stdout.buffer
     count = 0
     try:
         with session_factory(settings.database_url)() as session:
-            for delivery, story in iter_export_rows(session):
-                stream.write(orjson.dumps(export_row(delivery, story)) + b"\n")
+            for delivery, story, versions in iter_export(session):
+                row = export_row(delivery, story)
+                row["story_versions"] = versions
+                stream.write(orjson.dumps(row) + b"\n")
                 count += 1
     finally:
         if out:

@@ -1,26 +1,35 @@
-"""Queries of the near-duplicate stage: advisory locks, candidate deliveries, joining a story.
+"""Queries of the near-duplicate stage: advisory locks, candidate deliveries, joining and merging
+stories.
 
 The near-duplicate stage (:mod:`worker.stages.neardup`) runs after a delivery has been stored as a
 new story; when the delivery turns out to be a near-duplicate or an update of a stored story, the
-story it created is folded into that story here, in the same transaction.
+story it created is folded into that story here (:func:`apply_folds`, a fixed number of statements
+per batch), and when it is the same story as several stories, those are merged into one
+(:func:`merge_into`), in the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import xxhash
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
+from models.base import utcnow
 from models.delivery import Delivery
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
 # The key a rebuild of the index takes exclusively and every indexing transaction takes shared.
 REBUILD_KEY = 0x616B6862_6E640001 - (1 << 63)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
 
 
 def lock_key(delivery_id: str) -> int:
@@ -35,21 +44,27 @@ def _postgresql(session: Session) -> bool:
 def lock_for_indexing(session: Session, delivery_ids: Iterable[str]) -> None:
     """Before a delivery reaches the index: the rebuild key shared, the delivery's own key
     exclusive, both until commit, so a concurrent lookup that finds it waits for its row. Keys are
-    taken in sorted order so that two batches cannot deadlock. Nothing to do on SQLite (one writer)."""
+    taken in sorted order, all in one statement, so that two batches cannot deadlock. Nothing to do
+    on SQLite (one writer)."""
     if not _postgresql(session):
         return
     session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": REBUILD_KEY})
-    for key in sorted({lock_key(d) for d in delivery_ids}):
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    keys = sorted({lock_key(d) for d in delivery_ids})
+    if keys:
+        session.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k "
+                             "ORDER BY k"), {"keys": keys})
 
 
 def wait_for(session: Session, delivery_ids: Iterable[str], own: Iterable[str] = ()) -> None:
-    """Wait for the transactions still writing these candidate deliveries (their keys shared)."""
+    """Wait for the transactions still writing these candidate deliveries (their keys shared, in
+    sorted order, one statement)."""
     if not _postgresql(session):
         return
     mine = {lock_key(d) for d in own}
-    for key in sorted({lock_key(d) for d in delivery_ids} - mine):
-        session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": key})
+    keys = sorted({lock_key(d) for d in delivery_ids} - mine)
+    if keys:
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(CAST(:keys AS bigint[])) "
+                             "AS k ORDER BY k"), {"keys": keys})
 
 
 def lock_rebuild(session: Session) -> None:
@@ -58,36 +73,62 @@ def lock_rebuild(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REBUILD_KEY})
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """A stored delivery a candidate names, and the story it belongs to."""
+@dataclass(slots=True)
+class StoryState:
+    """What the stage needs of a story: its current version and canonical delivery."""
 
-    delivery_id: str
-    story_id: int
-    story_version: int
+    id: int
+    version: int
     canonical_at: datetime | None
     canonical_delivery_id: str
-    withdrawn: bool
+
+    def canonical_key(self) -> tuple[datetime, str]:
+        """(published_at, delivery id) of the canonical delivery; no date sorts last."""
+        return sort_key(self.canonical_at, self.canonical_delivery_id)
 
 
-def candidate_holders(session: Session, delivery_ids: Iterable[str]) -> dict[str, Holder]:
-    """The stored deliveries among ``delivery_ids`` that belong to a story, by id."""
+_FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+
+def sort_key(at: datetime | None, delivery_id: str) -> tuple[datetime, str]:
+    """The canonical order of deliveries: by publication time (none last), then by delivery id."""
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at or _FAR_FUTURE, delivery_id)
+
+
+def candidate_holders(session: Session, delivery_ids: Iterable[str]) -> dict[str, int]:
+    """The story of each stored delivery among ``delivery_ids`` that belongs to one (one SELECT)."""
     ids = sorted(set(delivery_ids))
     if not ids:
         return {}
+    rows = session.execute(select(Delivery.id, Delivery.story_id)
+                           .where(Delivery.id.in_(ids), Delivery.story_id.is_not(None))).tuples()
+    return {d: s for d, s in rows if s is not None}
+
+
+def lock_stories(session: Session, story_ids: Iterable[int]) -> dict[int, StoryState]:
+    """Lock stories (``FOR NO KEY UPDATE``, in id order, one statement) and read their state; a
+    story missing from the result was merged into another (deleted) meanwhile.
+
+    Every writer of the stage locks its stories this way, in one statement ordered by id, so two
+    batches merging or joining overlapping stories wait for each other instead of deadlocking."""
+    ids = sorted(set(story_ids))
+    if not ids:
+        return {}
     rows = session.execute(
-        select(Delivery.id, Story.id, Story.version, Story.published_at, Story.canonical_delivery_id,
-               Story.withdrawn)
-        .join(Story, Story.id == Delivery.story_id)
-        .where(Delivery.id.in_(ids))
-    ).tuples()
-    return {r[0]: Holder(*r) for r in rows}
+        select(Story.id, Story.version, Story.published_at, Story.canonical_delivery_id)
+        .where(Story.id.in_(ids)).order_by(Story.id).with_for_update(key_share=True)).tuples()
+    return {r[0]: StoryState(*r) for r in rows}
 
 
 def store_signatures(session: Session, signatures: dict[str, bytes]) -> None:
-    """Keep each delivery's signature with it (the index is rebuilt from these)."""
-    for delivery_id, data in sorted(signatures.items()):
-        session.execute(update(Delivery).where(Delivery.id == delivery_id).values(neardup_signature=data))
+    """Keep each delivery's signature with it (the index is rebuilt from these): one executemany."""
+    if not signatures:
+        return
+    table = _table(Delivery)
+    stmt = table.update().where(table.c.id == bindparam("p_id")).values(neardup_signature=bindparam("p_sig"))
+    session.connection().execute(stmt, [{"p_id": d, "p_sig": data} for d, data in sorted(signatures.items())])
 
 
 def stored_signatures(session: Session, since: datetime | None) -> Iterator[tuple[str, bytes | None]]:
@@ -104,51 +145,181 @@ def rebuild_since(window_days: int, now: datetime) -> datetime:
     return now - timedelta(days=2 * window_days)
 
 
-def join_story(session: Session, *, delivery_id: str, own_story_id: int, story_id: int, status: str,
-               duplicate_of: str, version: int | None = None,
-               new_version: dict[str, Any] | None = None) -> int:
-    """Fold the story ``delivery_id`` created (``own_story_id``) into ``story_id``.
+@dataclass(slots=True)
+class Fold:
+    """A delivery that created ``own_story_id`` joins ``story_id`` at ``version``.
 
-    ``status`` "near_duplicate" joins at the story's current version; "update" stores
-    ``new_version`` (title, body, paragraphs, normalized_title, normalized_body, content_hash,
-    changes) as the story's next version and makes it the story's text. The keys the delivery
-    claimed move to the story; its own story row goes. Returns the delivery's version.
+    ``changes`` set: the delivery is an update, and its own first version becomes the story's
+    version ``version`` with these changes."""
+
+    delivery_id: str
+    own_story_id: int
+    story_id: int
+    version: int
+    status: str
+    duplicate_of: str
+    changes: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class StoryChange:
+    """What a batch's folds change in one story row: version, canonical delivery, and (after an
+    update) the text, enrichment and language of the story row ``text_from``."""
+
+    version: int
+    canonical_delivery_id: str
+    published_at: datetime | None
+    text_from: int | None = None
+
+
+_TEXT_COLUMNS = ("title", "body", "paragraphs", "normalized_title", "normalized_body", "content_hash",
+                 "enrichment", "enrichment_version", "language")
+
+
+def _copy_text_stmt() -> Any:
+    """UPDATE of a story's version and canonical delivery, and its text taken from another story
+    row (``p_from``): executemany-ready."""
+    table = _table(Story)
+    src = table.alias("src")
+    copied = {c: select(src.c[c]).where(src.c.id == bindparam("p_from")).scalar_subquery()
+              for c in _TEXT_COLUMNS}
+    return (table.update().where(table.c.id == bindparam("p_id"))
+            .values(version=bindparam("p_version"), canonical_delivery_id=bindparam("p_canonical"),
+                    published_at=bindparam("p_at"), updated_at=utcnow(), **copied))
+
+
+def _state_stmt() -> Any:
+    table = _table(Story)
+    return (table.update().where(table.c.id == bindparam("p_id"))
+            .values(version=bindparam("p_version"), canonical_delivery_id=bindparam("p_canonical"),
+                    published_at=bindparam("p_at"), updated_at=utcnow()))
+
+
+def update_stories(session: Session, changes: dict[int, StoryChange]) -> None:
+    """Write the stories' new state: at most two executemany UPDATEs."""
+    conn = session.connection()
+    with_text = [(i, c) for i, c in sorted(changes.items()) if c.text_from is not None]
+    plain = [(i, c) for i, c in sorted(changes.items()) if c.text_from is None]
+    if with_text:
+        conn.execute(_copy_text_stmt(), [_state_params(i, c) | {"p_from": c.text_from} for i, c in with_text])
+    if plain:
+        conn.execute(_state_stmt(), [_state_params(i, c) for i, c in plain])
+
+
+def _state_params(story_id: int, c: StoryChange) -> dict[str, Any]:
+    return {"p_id": story_id, "p_version": c.version, "p_canonical": c.canonical_delivery_id,
+            "p_at": c.published_at}
+
+
+def apply_folds(session: Session, folds: list[Fold], stories: dict[int, StoryChange]) -> None:
+    """Fold each delivery's own story into the story it joined, in a fixed number of statements
+    (executemany): the stories' new state, the updates' versions moved, the keys and deliveries of
+    the own stories moved, the deliveries' status, and the own stories deleted.
+
+    The story rows a fold names must have been locked (:func:`lock_stories`) in this transaction.
     """
-    story = session.get(Story, story_id, with_for_update=True)
-    assert story is not None
-    if status == "update" and new_version is not None:
-        version = story.version + 1
-        session.add(StoryVersion(
-            story_id=story_id, version=version, delivery_id=delivery_id, title=new_version["title"],
-            body=new_version["body"], paragraphs=new_version["paragraphs"],
-            content_hash=new_version["content_hash"], changes=new_version["changes"]))
-        for name in ("title", "body", "paragraphs", "normalized_title", "normalized_body", "content_hash"):
-            setattr(story, name, new_version[name])
-        # The story now reads as the new version: so must its enrichment, computed for that text
-        # when the delivery created its own story.
-        own = session.get(Story, own_story_id)
-        if own is not None:
-            story.enrichment, story.enrichment_version = own.enrichment, own.enrichment_version
-            story.language = own.language
-        story.version = version
-    elif version is None:
-        version = story.version
-    session.flush()
-    session.execute(update(SourceKey).where(SourceKey.story_id == own_story_id)
-                    .values(story_id=story_id, version=version))
-    session.execute(update(Fingerprint).where(Fingerprint.story_id == own_story_id)
-                    .values(story_id=story_id, version=version))
-    session.execute(update(Delivery).where(Delivery.story_id == own_story_id)
-                    .values(story_id=story_id, version=version))
-    session.execute(update(Delivery).where(Delivery.id == delivery_id)
-                    .values(status=status, duplicate_of=duplicate_of))
-    session.execute(delete(StoryVersion).where(StoryVersion.story_id == own_story_id))
-    session.execute(delete(Story).where(Story.id == own_story_id))
-    return version
+    if not folds and not stories:
+        return
+    conn = session.connection()
+    # Texts are copied from own story rows before those go.
+    update_stories(session, stories)
+    if not folds:
+        return
+    moves = [{"p_own": f.own_story_id, "p_story": f.story_id, "p_version": f.version}
+             for f in sorted(folds, key=lambda f: f.own_story_id)]
+    updates = [f for f in folds if f.changes is not None]
+    if updates:
+        versions = _table(StoryVersion)
+        conn.execute(versions.update().where(versions.c.story_id == bindparam("p_own"))
+                     .values(story_id=bindparam("p_story"), version=bindparam("p_version"),
+                             changes=bindparam("p_changes")),
+                     [{"p_own": f.own_story_id, "p_story": f.story_id, "p_version": f.version,
+                       "p_changes": f.changes} for f in sorted(updates, key=lambda f: f.own_story_id)])
+    for model in (SourceKey, Fingerprint, Delivery):
+        table = _table(model)
+        conn.execute(table.update().where(table.c.story_id == bindparam("p_own"))
+                     .values(story_id=bindparam("p_story"), version=bindparam("p_version")), moves)
+    deliveries = _table(Delivery)
+    conn.execute(deliveries.update().where(deliveries.c.id == bindparam("p_id"))
+                 .values(status=bindparam("p_status"), duplicate_of=bindparam("p_of")),
+                 [{"p_id": f.delivery_id, "p_status": f.status, "p_of": f.duplicate_of}
+                  for f in sorted(folds, key=lambda f: f.delivery_id)])
+    own = sorted({f.own_story_id for f in folds})
+    session.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(own)))
+    session.execute(delete(Story).where(Story.id.in_(own)))
 
 
-def story_text(session: Session, story_id: int) -> tuple[str, str, list[Any], datetime | None, str] | None:
-    """(normalized title, normalized body, paragraphs, published_at, source) of a story's latest version."""
-    row = session.execute(select(Story.normalized_title, Story.normalized_body, Story.paragraphs,
-                                 Story.published_at, Story.source).where(Story.id == story_id)).first()
-    return None if row is None else (row[0], row[1], list(row[2]), row[3], row[4])
+@dataclass(frozen=True, slots=True)
+class VersionText:
+    """One stored version, as :func:`worker.stages.neardup` compares versions."""
+
+    story_id: int
+    version: int
+    delivery_id: str
+    title: str | None
+    paragraphs: list[Any]
+    signature: bytes | None
+
+
+def latest_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
+    """Each story's latest version with its delivery's stored signature (one SELECT)."""
+    ids = sorted(set(story_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
+               StoryVersion.paragraphs, Delivery.neardup_signature)
+        .join(Story, (Story.id == StoryVersion.story_id) & (Story.version == StoryVersion.version))
+        .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
+        .where(StoryVersion.story_id.in_(ids))).tuples()
+    return {r[0]: VersionText(r[0], r[1], r[2], r[3], list(r[4]), r[5]) for r in rows}
+
+
+def first_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
+    """Each story's first version with its delivery's stored signature (one SELECT)."""
+    ids = sorted(set(story_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
+               StoryVersion.paragraphs, Delivery.neardup_signature)
+        .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
+        .where(StoryVersion.story_id.in_(ids), StoryVersion.version == 1)).tuples()
+    return {r[0]: VersionText(r[0], r[1], r[2], r[3], list(r[4]), r[5]) for r in rows}
+
+
+def lock_for_merge(session: Session, story_ids: Iterable[int]) -> dict[int, StoryState]:
+    """``FOR UPDATE`` on stories about to be merged away (deleted), in id order: a concurrent
+    transaction storing a delivery or a key that names one of them (a foreign-key share lock) is
+    waited for, so its rows are moved with the others."""
+    ids = sorted(set(story_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Story.id, Story.version, Story.published_at, Story.canonical_delivery_id)
+        .where(Story.id.in_(ids)).order_by(Story.id).with_for_update()).tuples()
+    return {r[0]: StoryState(*r) for r in rows}
+
+
+def merge_into(session: Session, target: int, merged: Sequence[tuple[int, int, dict[str, Any] | None]],
+               state: StoryChange) -> None:
+    """Merge stories into ``target``: for each (story id, version offset, changes of its first
+    version), its versions become ``target``'s versions after ``offset`` (its version 1 recording
+    ``changes``), and its keys and deliveries follow; then the merged stories go and ``target``
+    takes ``state``. Locks as :func:`lock_for_merge`, by the caller.
+    """
+    conn = session.connection()
+    params = [{"p_old": sid, "p_story": target, "p_offset": offset} for sid, offset, _ in merged]
+    for model in (StoryVersion, SourceKey, Fingerprint, Delivery):
+        table = _table(model)
+        conn.execute(table.update().where(table.c.story_id == bindparam("p_old"))
+                     .values(story_id=bindparam("p_story"), version=table.c.version + bindparam("p_offset")),
+                     params)
+    versions = _table(StoryVersion)
+    conn.execute(versions.update().where(versions.c.story_id == bindparam("p_story"),
+                                         versions.c.version == bindparam("p_version"))
+                 .values(changes=bindparam("p_changes")),
+                 [{"p_story": target, "p_version": offset + 1, "p_changes": changes}
+                  for _sid, offset, changes in merged])
+    update_stories(session, {target: state})
+    session.execute(delete(Story).where(Story.id.in_([sid for sid, _, _ in merged])))

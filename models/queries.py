@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,8 +20,45 @@ def iter_export_rows(session: Session, *, batch: int = 1000) -> Iterator[tuple[D
         .order_by(Delivery.received_at, Delivery.id)
         .execution_options(yield_per=batch)
     )
-    for delivery, story in session.execute(stmt).tuples():
-        yield delivery, story
+    yield from session.execute(stmt).tuples()
+
+
+def iter_export(session: Session, *, batch: int = 1000
+                ) -> Iterator[tuple[Delivery, Story | None, list[dict[str, Any]] | None]]:
+    """:func:`iter_export_rows` with the versions of each delivery's story (:func:`story_versions`),
+    read once per ``batch`` deliveries."""
+    pending: list[tuple[Delivery, Story | None]] = []
+    for row in iter_export_rows(session, batch=batch):
+        pending.append(row)
+        if len(pending) >= batch:
+            yield from _with_versions(session, pending)
+            pending = []
+    yield from _with_versions(session, pending)
+
+
+def _with_versions(session: Session, rows: list[tuple[Delivery, Story | None]]
+                   ) -> Iterator[tuple[Delivery, Story | None, list[dict[str, Any]] | None]]:
+    versions = story_versions(session, {d.story_id for d, _ in rows if d.story_id is not None})
+    for delivery, story in rows:
+        yield delivery, story, versions.get(delivery.story_id) if delivery.story_id is not None else None
+
+
+def story_versions(session: Session, story_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each story's versions in order: version, the delivery that made it, its headline, when it
+    was stored and what changed from the version before (None for the first), one SELECT."""
+    ids = sorted(set(story_ids))
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not ids:
+        return out
+    rows = session.execute(
+        select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
+               StoryVersion.changes, StoryVersion.created_at)
+        .where(StoryVersion.story_id.in_(ids)).order_by(StoryVersion.story_id, StoryVersion.version)).tuples()
+    for story_id, version, delivery_id, title, changes, created_at in rows:
+        out.setdefault(story_id, []).append({
+            "version": version, "delivery_id": delivery_id, "title": title, "changes": changes,
+            "created_at": created_at.isoformat() if created_at else None})
+    return out
 
 
 def list_stories(session: Session, *, limit: int = 20, source: str | None = None) -> list[tuple[Story, int]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import ingest as queries
@@ -44,9 +44,13 @@ T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying the whole batch for: the database or the network went away."""
+    """Errors worth retrying the whole batch for: the database or the network went away, or a
+    story this batch names was merged into another by a concurrent batch after it was read (a
+    foreign key to ``stories`` refused: the retry reads the story it went into)."""
     if isinstance(exc, OperationalError):
         return True
+    if isinstance(exc, IntegrityError) and getattr(exc.orig, "sqlstate", None) == "23503":
+        return "stories" in str(exc.orig)
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
@@ -163,7 +167,8 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome,
         content_hash=norm.content_hash, title=record.title, body=record.body, record=_record_fields(msg),
     )
     if match is not None:
-        outcome.status, outcome.story_id, outcome.duplicate_of = "duplicate", match.story_id, match.delivery_id
+        outcome.status, outcome.story_id = "duplicate", match.story_id
+        outcome.duplicate_of = match.delivery_id
         _stage_log(outcome, "dedup", f"duplicate_by_{match.key}")
         if match.key == "content" and match.story_id is not None:
             queries.attach_keys(session, source=record.source, source_id=record.id, content_hash=None,
@@ -284,7 +289,8 @@ def _apply_withdrawals(session: Session, batch: IngestBatch, results: dict[str, 
             continue
         outcome = results.get(msg.delivery_id)
         own = [outcome.story_id] if outcome is not None and outcome.story_id is not None else []
-        ids = queries.mark_withdrawn(session, source=record.source, guid=str(record.extra["guid"]), story_ids=own)
+        ids = queries.mark_withdrawn(session, source=record.source, guid=str(record.extra["guid"]),
+                                     story_ids=own)
         log.info("stories_withdrawn", guid=record.extra["guid"], story_ids=ids, delivery_id=msg.delivery_id,
                  pub_status=record.extra.get("pub_status"))
 
@@ -497,10 +503,10 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     hash_updates: list[tuple[str, int, int]] = []
     for it in new:
         assert it.norm is not None
-        story_id = story_ids[it.msg.delivery_id]
-        it.outcome.status, it.outcome.story_id, it.version = "new", story_id, 1
-        key_updates.append((*it.source_key(), story_id, 1))
-        hash_updates.append((it.norm.content_hash, story_id, 1))
+        created = story_ids[it.msg.delivery_id]
+        it.outcome.status, it.outcome.story_id, it.version = "new", created, 1
+        key_updates.append((*it.source_key(), created, 1))
+        hash_updates.append((it.norm.content_hash, created, 1))
     for it in live:
         if not it.duplicate:
             continue
@@ -522,21 +528,19 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     persist_ms = round((time.perf_counter() - started) * 1000 / max(len(rows), 1), 3)
 
     # 5b. near-duplicates: a new story may be the same story as a stored one (or an earlier one of
-    # the batch); it is then folded into that story
+    # the batch); it is then folded into that story, and the stories it links are merged
+    folded: dict[int, int] = {}
     neardup = neardup_stage.apply(session, neardup_index, [
         _neardup_item(it.msg, it.norm, it.outcome.story_id)
-        for it in new if it.norm is not None and it.outcome.story_id is not None])
-    folded: dict[int, int] = {}
+        for it in new if it.norm is not None and it.outcome.story_id is not None], moved=folded)
     for it in new:
         decision = neardup.get(it.msg.delivery_id)
         if decision is None or decision.status == "new":
             continue
-        assert it.outcome.story_id is not None
-        folded[it.outcome.story_id] = decision.story_id
         it.outcome.status, it.outcome.duplicate_of = decision.status, decision.duplicate_of
         it.version = decision.version
     for it in live:
-        # exact duplicates of a folded delivery belong to the story it joined
+        # deliveries of a folded or merged story (exact duplicates too) belong to the story it went into
         if it.outcome.story_id in folded:
             it.outcome.story_id = folded[it.outcome.story_id]
     dedup_ms = round(dedup_s * 1000 / max(len(live), 1), 3)

@@ -8,8 +8,26 @@ delivery into a ``near_duplicate`` of it (joining its story at the story's curre
 ``update`` (the story's next version, with the paragraphs added and removed), and the story the
 delivery had created is folded into the matched one. Otherwise the delivery stays ``new``.
 
-When the matches belong to several stories, the delivery joins the one whose canonical delivery
-is earliest by (published_at, delivery id); the stories themselves are not merged.
+Groups are the connected components of the same-story relation. When the matches belong to several
+stories, the delivery is the link between them: they are merged into the one whose canonical
+delivery is earliest by (published_at, delivery id). The merged stories' versions follow that
+story's own, story by story in canonical order (the first of each records what changed from the
+version before it), their deliveries and exact-duplicate keys follow, and the story reads as its
+last version. A story's canonical delivery is its member earliest by (published_at, delivery id),
+whatever the order they arrived in. Of two same-story deliveries, the later one to reach the index
+finds the other (lookup and insertion are one step) and waits for its transaction, so the same
+input in any order and at any concurrency ends in the same groups, one story each.
+
+Locking: the stories a batch joins or merges are locked in one statement ordered by id
+(``FOR NO KEY UPDATE``; those merged away then ``FOR UPDATE``, which waits for a concurrent
+transaction storing a delivery that names them); a story merged away by a concurrent batch before
+the lock is noticed (it is gone) and its deliveries' new story read again. A deadlock that remains
+possible in that rare re-read is an :class:`OperationalError`, and the batch is retried.
+
+SQL per batch: the signatures stored with one executemany, the advisory keys taken with one
+statement each for the delivery's own keys and the candidates', one SELECT for the candidates'
+stories, one to lock them, and the folds written at the end with a fixed number of executemany
+statements; an update reads its story's latest version (one SELECT), a merge a handful more.
 
 Plain functions, no Celery. Without an index (the embedded mode, no Redis) the stage is skipped.
 """
@@ -32,11 +50,19 @@ from worker.neardup import (
     NearDupIndex,
     RebuildInProgress,
     Signature,
+    Verdict,
     compare,
     paragraph_diff,
     signature,
 )
 from worker.stages.normalize import match_form
+
+
+class StoriesMoved(OperationalError):
+    """The candidates' stories kept being merged away by concurrent batches: retry the batch."""
+
+    def __init__(self) -> None:
+        super().__init__("near-duplicate story lock", None, RuntimeError("stories merged concurrently"))
 
 
 class IndexUnavailable(OperationalError):
@@ -63,6 +89,7 @@ class Item:
     match_body: str
     content_hash: str
     published_at: datetime | None
+    signature: Signature | None = None  # computed by the stage when not given
 
 
 @dataclass(slots=True)
@@ -99,17 +126,29 @@ def ensure_index(session: Session, index: NearDupIndex | None, window_days: int)
     return True
 
 
-def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item]) -> dict[str, Decision]:
+def sign(it: Item) -> Signature:
+    """The item's near-duplicate signature (computed once)."""
+    if it.signature is None:
+        it.signature = signature(match_title=it.match_title, match_body=it.match_body,
+                                 published_at=it.published_at, source=it.source)
+    return it.signature
+
+
+def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item],
+          moved: dict[int, int] | None = None) -> dict[str, Decision]:
     """Decide each item (in order) against the stored stories; returns decisions by delivery id.
 
-    Items decided ``near_duplicate`` or ``update`` have been folded into the matched story.
+    Items decided ``near_duplicate`` or ``update`` have been folded into the matched story, and
+    stories an item linked have been merged: each decision names the story its delivery ends in.
+    ``moved``, when given, receives every story id that was folded or merged away (an item's own
+    story, a stored story) and the story it ended in, so that the caller can point the batch's
+    other deliveries (exact duplicates of them) at it.
     Raises :class:`IndexUnavailable` when the index is lost or being rebuilt (the batch is retried).
     """
     if index is None or not items:
         return {}
     started = time.perf_counter()
-    sigs = [signature(match_title=it.match_title, match_body=it.match_body, published_at=it.published_at,
-                      source=it.source) for it in items]
+    sigs = [sign(it) for it in items]
     queries.store_signatures(session, {it.delivery_id: s.to_bytes()
                                        for it, s in zip(items, sigs, strict=True)})
     own = [it.delivery_id for it in items]
@@ -120,71 +159,175 @@ def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item]) -
         raise IndexUnavailable(exc) from exc
     # Wait for the transactions still writing a candidate: its row becomes visible, or it never was.
     queries.wait_for(session, (c.ref for res in found for c in res.candidates), own=own)
+
+    # The same-story verdicts are pure CPU: all of them first, then one read and one lock for the
+    # stored stories they name.
+    matches: list[list[tuple[str, Verdict]]] = []
+    for it, sig, res in zip(items, sigs, found, strict=True):
+        same = []
+        for cand in res.candidates:
+            if cand.ref == it.delivery_id:
+                continue
+            verdict = compare(cand.signature, sig)
+            if verdict.same_story:
+                same.append((cand.ref, verdict))
+        matches.append(same)
+    batch = _Batch(session, items)
+    batch.load({ref for same in matches for ref, _ in same})
     shared_ms = (time.perf_counter() - started) * 1000 / len(items)
 
     decisions: dict[str, Decision] = {}
-    for it, sig, res in zip(items, sigs, found, strict=True):
+    for it, sig, same in zip(items, sigs, matches, strict=True):
         t0 = time.perf_counter()
-        decision = _decide(session, it, sig, res.candidates)
+        decision = batch.decide(it, sig, same)
         decision.duration_ms = round(shared_ms + (time.perf_counter() - t0) * 1000, 3)
         decisions[it.delivery_id] = decision
+    batch.flush()
+    for decision in decisions.values():
+        decision.story_id = batch.find(decision.story_id)
+    if moved is not None:
+        moved.update((old, batch.find(old)) for old in batch.redirect)
     return decisions
 
 
-def _decide(session: Session, it: Item, sig: Signature, candidates: Sequence[Any]) -> Decision:
-    # Holders are read per item, after the earlier items of the batch were folded into their stories.
-    holders = queries.candidate_holders(session, (c.ref for c in candidates))
-    matches = []
-    for cand in candidates:
-        holder = holders.get(cand.ref)
-        if holder is None or holder.story_id == it.story_id:
-            continue
-        verdict = compare(cand.signature, sig)
-        if verdict.same_story:
-            matches.append((holder, cand, verdict))
-    if not matches:
-        return Decision("new", it.story_id, 1)
-    # Several stories: the one whose canonical delivery is earliest by (published_at, delivery id).
-    far_future = datetime.max.replace(tzinfo=UTC)
+@dataclass(slots=True)
+class _Text:
+    """A version's text as versions are compared: match-form headline, signature, paragraphs."""
 
-    def canonical(h: queries.Holder) -> tuple[datetime, str]:
-        at = h.canonical_at
-        if at is not None and at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        return (at or far_future, h.canonical_delivery_id)
-
-    target = min((h for h, _, _ in matches), key=canonical)
-    holder, _cand, verdict = max((m for m in matches if m[0].story_id == target.story_id),
-                                 key=lambda m: (m[2].score, m[0].delivery_id))
-    if verdict.label != "update":
-        version = queries.join_story(session, delivery_id=it.delivery_id, own_story_id=it.story_id,
-                                     story_id=holder.story_id, status="near_duplicate",
-                                     duplicate_of=holder.delivery_id)
-        return Decision("near_duplicate", holder.story_id, version, holder.delivery_id)
-    changes = _changes(session, it, sig, holder.story_id)
-    version = queries.join_story(
-        session, delivery_id=it.delivery_id, own_story_id=it.story_id, story_id=holder.story_id,
-        status="update", duplicate_of=holder.delivery_id,
-        new_version=dict(title=it.title, body=it.body, paragraphs=it.paragraphs,
-                         normalized_title=it.match_title, normalized_body=it.match_body,
-                         content_hash=it.content_hash, changes=changes))
-    return Decision("update", holder.story_id, version, holder.delivery_id, changes)
+    match_title: str
+    signature: Signature
+    paragraphs: list[str]
 
 
-def _changes(session: Session, it: Item, sig: Signature, story_id: int) -> dict[str, Any]:
-    """What the update changes in the story's latest version: paragraphs added and removed (their
-    text as sent), and whether the headline changed."""
-    stored = queries.story_text(session, story_id)
-    assert stored is not None
-    old_title, old_body, old_paragraphs, old_at, old_source = stored
-    old_sig = signature(match_title=old_title, match_body=old_body, published_at=old_at, source=old_source)
-    added, removed = paragraph_diff(old_sig, sig, DEFAULT_THRESHOLDS.paragraph_bits)
+def _version_text(v: queries.VersionText) -> _Text:
+    paragraphs = [p for p in v.paragraphs if isinstance(p, str)]
+    match_title = match_form(v.title or "")
+    if v.signature is not None:
+        sig = Signature.from_bytes(v.signature)
+    else:  # a version stored before signatures were kept with deliveries
+        match_body = "\n".join(m for m in map(match_form, paragraphs) if m)
+        sig = signature(match_title=match_title, match_body=match_body, published_at=None, source="")
+    return _Text(match_title, sig, paragraphs)
+
+
+def _diff(old: _Text, new: _Text) -> dict[str, Any]:
+    """What ``new`` changes in ``old``: paragraphs added and removed (their text as sent), and
+    whether the headline changed."""
+    added, removed = paragraph_diff(old.signature, new.signature, DEFAULT_THRESHOLDS.paragraph_bits)
     # The signature's paragraphs are the lines of the match form, which leaves out paragraphs whose
     # match form is empty: index the texts the same way.
-    new_texts = [p for p in it.paragraphs if match_form(p)]
-    old_texts = [p for p in old_paragraphs if isinstance(p, str) and match_form(p)]
+    new_texts = [p for p in new.paragraphs if match_form(p)]
+    old_texts = [p for p in old.paragraphs if match_form(p)]
     return {
         "paragraphs_added": [new_texts[i] for i in added if i < len(new_texts)],
         "paragraphs_removed": [old_texts[i] for i in removed if i < len(old_texts)],
-        "title_changed": old_title != it.match_title,
+        "title_changed": old.match_title != new.match_title,
     }
+
+
+class _Batch:
+    """The stories one batch's items join, in memory; written at the end (:meth:`flush`), or
+    before a merge, which works on the database's rows."""
+
+    def __init__(self, session: Session, items: Sequence[Item]) -> None:
+        self.session = session
+        self.story_of: dict[str, int] = {it.delivery_id: it.story_id for it in items}
+        self.stories: dict[int, queries.StoryState] = {
+            it.story_id: queries.StoryState(it.story_id, 1, it.published_at, it.delivery_id) for it in items}
+        self.latest: dict[int, _Text] = {}  # latest text of the stories this batch created or updated
+        self.redirect: dict[int, int] = {}  # story folded or merged -> the story it went into
+        self.folds: list[queries.Fold] = []
+        self.changed: dict[int, queries.StoryChange] = {}
+
+    def find(self, story_id: int) -> int:
+        while story_id in self.redirect:
+            story_id = self.redirect[story_id]
+        return story_id
+
+    def load(self, refs: set[str]) -> None:
+        """The stories of the stored candidates ``refs``, locked. A story merged away by a concurrent
+        batch before the lock is gone from the result: its deliveries' story is read again."""
+        stored = sorted(r for r in refs if r not in self.story_of)
+        if not stored:
+            return
+        holders = queries.candidate_holders(self.session, stored)
+        for _attempt in range(8):
+            need = {s for s in holders.values() if s not in self.stories}
+            if not need:
+                break
+            locked = queries.lock_stories(self.session, need)
+            self.stories.update(locked)
+            if len(locked) == len(need):
+                break
+            holders = queries.candidate_holders(self.session, stored)
+        else:
+            raise StoriesMoved()
+        self.story_of.update(holders)
+
+    def decide(self, it: Item, sig: Signature, same: list[tuple[str, Verdict]]) -> Decision:
+        own = self.find(it.story_id)
+        self.latest[own] = _Text(it.match_title, sig, it.paragraphs)
+        found = [(ref, v, self.find(self.story_of[ref])) for ref, v in same if ref in self.story_of]
+        found = [m for m in found if m[2] != own]
+        if not found:
+            return Decision("new", own, 1)
+        story_ids = {s for _, _, s in found}
+        target = min(story_ids, key=lambda s: self.stories[s].canonical_key())
+        if len(story_ids) > 1:
+            self.merge(target, story_ids - {target})
+        ref, verdict, _ = max(found, key=lambda m: (m[1].score, m[0]))
+        state = self.stories[target]
+        change = self.changed.get(target) or queries.StoryChange(state.version, state.canonical_delivery_id,
+                                                                 state.canonical_at)
+        if queries.sort_key(it.published_at, it.delivery_id) < state.canonical_key():
+            state.canonical_at, state.canonical_delivery_id = it.published_at, it.delivery_id
+            change.canonical_delivery_id, change.published_at = it.delivery_id, it.published_at
+            self.changed[target] = change
+        changes = None
+        if verdict.label == "update":
+            changes = _diff(self.latest_text(target), self.latest[own])
+            state.version += 1
+            change.version, change.text_from = state.version, it.story_id
+            self.changed[target] = change
+            self.latest[target] = self.latest[own]
+        status = "update" if changes is not None else "near_duplicate"
+        self.folds.append(queries.Fold(it.delivery_id, it.story_id, target, state.version, status, ref,
+                                       changes))
+        self.redirect[own] = target
+        return Decision(status, target, state.version, ref, changes)
+
+    def latest_text(self, story_id: int) -> _Text:
+        if story_id not in self.latest:
+            stored = queries.latest_versions(self.session, [story_id])[story_id]
+            self.latest[story_id] = _version_text(stored)
+        return self.latest[story_id]
+
+    def merge(self, target: int, others: set[int]) -> None:
+        """Merge ``others`` into ``target`` in the database (after writing the batch's folds)."""
+        self.flush()
+        queries.lock_for_merge(self.session, others)
+        ordered = sorted(others, key=lambda s: self.stories[s].canonical_key())
+        firsts = queries.first_versions(self.session, ordered)
+        state = self.stories[target]
+        previous = self.latest_text(target)
+        offset = state.version
+        merged: list[tuple[int, int, dict[str, Any] | None]] = []
+        for sid in ordered:
+            first = _version_text(firsts[sid])
+            changes = _diff(previous, first) | {"merged_from": sid}
+            merged.append((sid, offset, changes))
+            offset += self.stories[sid].version
+            previous = self.latest_text(sid)
+        earliest = min((self.stories[s] for s in (target, *ordered)), key=lambda st: st.canonical_key())
+        state.version = offset
+        state.canonical_at = earliest.canonical_at
+        state.canonical_delivery_id = earliest.canonical_delivery_id
+        queries.merge_into(self.session, target, merged, queries.StoryChange(
+            offset, earliest.canonical_delivery_id, earliest.canonical_at, text_from=ordered[-1]))
+        self.latest[target] = previous
+        for sid in ordered:
+            self.redirect[sid] = target
+
+    def flush(self) -> None:
+        queries.apply_folds(self.session, self.folds, self.changed)
+        self.folds, self.changed = [], {}
