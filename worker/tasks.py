@@ -14,7 +14,9 @@ are refused (and logged) before anything runs.
 from __future__ import annotations
 
 import base64
+import faulthandler
 import os
+import signal
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -56,6 +58,9 @@ def _warm_before_fork(**_: Any) -> None:
 
 @worker_process_init.connect
 def _fresh_engine_per_process(**_: Any) -> None:
+    # `kill -USR2 <pool child>` writes the child's Python stacks to stderr: what a stuck child is
+    # doing, without a debugger (SIGUSR1 is the soft time limit in pool children).
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     # A forked pool child must not reuse the parent's database connections.
     dispose_inherited()
     # Build the gazetteer and language model now, not on the first story (a no-op when the
