@@ -93,15 +93,19 @@ _HIJRI_FIRST = frozenset(k.split()[0] for k in HIJRI) | {"ذوالقعده", "ذ
 _WEEKDAY_TOKENS = frozenset(p + w for w in WEEKDAYS for p in ("", "و", "ف"))
 
 
-def _lines_with(text: str, words: frozenset[str]) -> list[tuple[int, str]]:
-    """(offset, line) of the lines of ``text`` holding one of ``words`` as a token."""
+def _split_lines(text: str) -> list[tuple[int, str, list[str]]]:
+    """(offset, line, tokens) of every line of ``text``: tokenized once for all three searches."""
     out = []
     pos = 0
     for line in text.split("\n"):
-        if not words.isdisjoint(line.split()):
-            out.append((pos, line))
+        out.append((pos, line, line.split()))
         pos += len(line) + 1
     return out
+
+
+def _lines_with(lines: list[tuple[int, str, list[str]]], words: frozenset[str]) -> list[tuple[int, str]]:
+    """(offset, line) of the lines holding one of ``words`` as a token."""
+    return [(pos, line) for pos, line, tokens in lines if not words.isdisjoint(tokens)]
 
 
 def _iso(d: date) -> str:
@@ -189,9 +193,10 @@ def find_dates(text: str, published_at: datetime | None, display: Any = None) ->
             spans.append(m.span())
             out.append((m.start(), {"text": shown(*m.span()), **entry}))
 
+    lines = _split_lines(text)
     for regex, calendar, first in ((_GREG_RE, "gregorian", _GREG_FIRST), (_HIJRI_RE, "hijri", _HIJRI_FIRST)):
         table = GREGORIAN if calendar == "gregorian" else HIJRI
-        matches = [m for offset, line in _lines_with(text, first)
+        matches = [m for offset, line in _lines_with(lines, first)
                    for m in regex.finditer(text, offset, offset + len(line))]
         for m in matches:
             if taken(*m.span()):
@@ -240,14 +245,14 @@ def find_dates(text: str, published_at: datetime | None, display: Any = None) ->
             spans.append(m.span())
             out.append((m.start(), {"text": shown(*m.span()), **entry}))
 
-    weekday_matches = [m for offset, line in _lines_with(text, _WEEKDAY_TOKENS)
+    weekday_matches = [m for offset, line in _lines_with(lines, _WEEKDAY_TOKENS)
                        for m in _WEEKDAY_RE.finditer(text, offset, offset + len(line))]
     for m in weekday_matches:
         if taken(*m.span()):
             continue
-        before = text[:m.start()].split()
+        before = text[:m.start()].rsplit(None, 1)
         prev = before[-1] if before else ""
-        after = text[m.end():].split(maxsplit=1)
+        after = text[m.end():].split(None, 1)
         nxt = after[0] if after else ""
         if prev in _WEEKDAY_BLOCK_PREV or nxt in _WEEKDAY_BLOCK_NEXT:
             continue

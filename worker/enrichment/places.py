@@ -91,9 +91,10 @@ def _select(gz: Gazetteer, hay: str) -> list[tuple[int, int, str]]:
 def _context(hay: str, start: int, end: int) -> tuple[str, str, str]:
     """The two tokens before a hit and the token after it, on the same line."""
     line_start = hay.rfind("\n", 0, start) + 1
-    before = hay[line_start:start].split()
+    # Only the last two tokens before the hit and the first after it are needed: split no more.
+    before = hay[line_start:start].rsplit(None, 2)
     line_end = hay.find("\n", end)
-    after = hay[end:line_end if line_end >= 0 else len(hay)].split()
+    after = hay[end:line_end if line_end >= 0 else len(hay)].split(None, 1)
     prev = before[-1] if before else ""
     prev2 = before[-2] if len(before) > 1 else ""
     return prev, prev2, (after[0] if after else "")

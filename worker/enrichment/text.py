@@ -29,14 +29,35 @@ LANGID_MIN_CONFIDENCE = 0.6
 READING_WPM = 138
 KEYWORD_COUNT = 10
 
-_ARABIC_LETTERS = "".join(chr(c) for r in ((0x621, 0x63B), (0x641, 0x64B), (0x671, 0x6D4), (0x6FA, 0x700))
-                          for c in range(*r))
-_DELETE_ARABIC = str.maketrans("", "", _ARABIC_LETTERS)
+_ARABIC_RANGES = ((0x621, 0x63B), (0x641, 0x64B), (0x671, 0x6D4), (0x6FA, 0x700))
+_ARABIC_LETTERS = "".join(chr(c) for r in _ARABIC_RANGES for c in range(*r))
 _OTHER_ARABIC_SCRIPT = re.compile(
     "[\u067e\u0686\u0698\u06a9\u06af\u06cc\u06c1\u06be\u06d2\u0679\u0688\u0691\u06ba\u06d5\u06c6\u06b5\u0695]")
-_DELETE_ARABIC_AND_COMMON = str.maketrans(
-    "", "", _ARABIC_LETTERS + "".join(chr(c) for c in range(0x64B, 0x671)) + "\u0640\u060c\u061b\u061f"
-    "\u00a0\u200f\u200e«»“”–—…" + "0123456789 \n\r\t.,:;!?()[]{}\"'-/%&*+=_#@<>|\\")
+# Letters not counted as "other": Arabic letters, harakat and common punctuation, digits and spaces.
+_NOT_OTHER = (_ARABIC_LETTERS + "".join(chr(c) for c in range(0x64B, 0x671)) + "\u0640\u060c\u061b\u061f"
+              "\u00a0\u200f\u200e«»“”–—…" + "0123456789 \n\r\t.,:;!?()[]{}\"'-/%&*+=_#@<>|\\")
+
+
+def _char_class(chars: str) -> str:
+    """A regex character class body listing ``chars`` as ranges of consecutive code points."""
+    points = sorted({ord(c) for c in chars})
+    parts: list[str] = []
+    start = prev = points[0]
+    for point in [*points[1:], -1]:
+        if point == prev + 1:
+            prev = point
+            continue
+        parts.append(re.escape(chr(start)) if start == prev
+                     else f"{re.escape(chr(start))}-{re.escape(chr(prev))}")
+        start = prev = point
+    return "".join(parts)
+
+
+# Runs of Arabic letters, and runs of the other letters: a regex over the text counts both in C,
+# without building translated copies of the text (str.translate looks every character up in a dict).
+_ARABIC_RUN = re.compile(f"[{_char_class(_ARABIC_LETTERS)}]+")
+# [^\W\d_] is a letter; adding the excluded characters to the negated class leaves the other letters.
+_OTHER_LETTER_RUN = re.compile(f"[^\\W\\d_{_char_class(_NOT_OTHER)}]+")
 _ANY_LETTER = re.compile(r"[^\W\d_]")
 _BW = CharMapper.builtin_mapper("ar2bw")
 _ARABIC_WORD = re.compile(r"^[\u0621-\u064a]+$")
@@ -52,11 +73,8 @@ def identifier() -> LanguageIdentifier:
 
 def arabic_share(text: str) -> float:
     """Share of Arabic letters among all letters of the text (0 when it has no letter)."""
-    arabic = len(text) - len(text.translate(_DELETE_ARABIC))
-    # Other letters are counted on what is left once Arabic letters and common non-letters are
-    # deleted: a regex over the remainder only, which keeps this cheap on Arabic text.
-    rest = text.translate(_DELETE_ARABIC_AND_COMMON)
-    others = len(_ANY_LETTER.findall(rest)) if rest else 0
+    arabic = sum(map(len, _ARABIC_RUN.findall(text)))
+    others = sum(map(len, _OTHER_LETTER_RUN.findall(text)))
     letters = arabic + others
     return round(arabic / letters, 3) if letters else 0.0
 
@@ -172,7 +190,20 @@ def _markers() -> dict[str, frozenset[str]]:
             for kind, words in lexicon.KIND_MARKERS.items()}
 
 
+@lru_cache(maxsize=1)
+def _any_marker() -> frozenset[str]:
+    return frozenset().union(*_markers().values())
+
+
 _LABEL_EDGE = {":", "-", "–", "|", "(", ")", "[", "]", ".", "..", "...", "«", "»", "*", "،"}
+
+
+def _ngrams(tokens: list[str]) -> set[str]:
+    """Every run of one to three tokens, joined with spaces."""
+    out = set(tokens)
+    out.update(" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1))
+    out.update(" ".join(tokens[i:i + 3]) for i in range(len(tokens) - 2))
+    return out
 
 
 def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
@@ -182,10 +213,15 @@ def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
     colon or a dash ("تصحيح: ...", "(محدث)"), never as an ordinary word ("تحديث نظام المرور" is
     about an update, not one).
     """
+    texts = (match_title, " ".join(first_line.split()[:8]))
+    markers_by_kind = _markers()
+    # Most stories carry no label at all: one set test over their n-grams says so.
+    if _any_marker().isdisjoint(_ngrams(match_title.split()) | _ngrams(texts[1].split())):
+        return dict.fromkeys(markers_by_kind, False)
     out = {}
-    for kind, markers in _markers().items():
+    for kind, markers in markers_by_kind.items():
         found = False
-        for text in (match_title, " ".join(first_line.split()[:8])):
+        for text in texts:
             tokens = text.split()
             for size in (3, 2, 1):
                 for i in range(len(tokens) - size + 1):

@@ -1,0 +1,68 @@
+"""The enrichment's fast paths give what the plain definitions give."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from worker.enrichment import text
+from worker.stages.normalize import match_form
+
+SAMPLES = [
+    "",
+    "123 456 — 789",
+    "أعلنت وزارة الصحة اليوم عن افتتاح مستشفى جديد في مدينة جدة.",
+    "قال الرئيس Emmanuel Macron إن باريس stands with Beirut.",
+    "سلام دنیا، این یک متن فارسی است با پ و چ و گ",
+    "Привет, мир! Ελληνικά κείμενα και العربية معا",
+    "مُحَمَّدٌ ـــ «عاجل» … ١٢٣ ۴۵۶ ﷺ ﷽ _under_score_",
+    "naïve café, façade; Straße",
+]
+
+
+def reference_share(value: str) -> float:
+    """Arabic letters over all letters, counted character by character."""
+    arabic_ranges = ((0x621, 0x63B), (0x641, 0x64B), (0x671, 0x6D4), (0x6FA, 0x700))
+    is_arabic = [any(a <= ord(c) < b for a, b in arabic_ranges) for c in value]
+    excluded = set(text._NOT_OTHER)
+    arabic = sum(is_arabic)
+    others = sum(1 for c, ar in zip(value, is_arabic, strict=True)
+                 if not ar and c not in excluded and re.fullmatch(r"[^\W\d_]", c))
+    letters = arabic + others
+    return round(arabic / letters, 3) if letters else 0.0
+
+
+@pytest.mark.parametrize("value", SAMPLES)
+def test_arabic_share_counts_letters_like_the_definition(value: str) -> None:
+    assert text.arabic_share(value) == reference_share(value)
+
+
+def exhaustive_kind(match_title: str, first_line: str) -> dict[str, bool]:
+    out = {}
+    for kind, markers in text._markers().items():
+        found = False
+        for value in (match_title, " ".join(first_line.split()[:8])):
+            tokens = value.split()
+            for size in (3, 2, 1):
+                for i in range(len(tokens) - size + 1):
+                    if " ".join(tokens[i:i + size]) in markers:
+                        before = tokens[i - 1] if i else ""
+                        after = tokens[i + size] if i + size < len(tokens) else ""
+                        edge = before in text._LABEL_EDGE or after in text._LABEL_EDGE
+                        found = found or kind == "urgent" or edge
+        out[kind] = found
+    return out
+
+
+@pytest.mark.parametrize(("title", "first_line"), [
+    ("عاجل: انفجار في المرفأ", "بيروت - قال مسؤولون"),
+    ("تحديث نظام المرور في الرياض", "أعلنت الإدارة العامة للمرور"),
+    ("(محدث) ارتفاع عدد الضحايا", "القاهرة (رويترز) -"),
+    ("افتتاح معرض الكتاب", "تصحيح: نشر في وقت سابق خطأ"),
+    ("خبر عادي تماما", "لا شيء هنا"),
+    ("", ""),
+])
+def test_story_kind_matches_the_exhaustive_search(title: str, first_line: str) -> None:
+    title, first_line = match_form(title), match_form(first_line)
+    assert text.story_kind(title, first_line) == exhaustive_kind(title, first_line)
