@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import xxhash
-from sqlalchemy import Table, bindparam, delete, select, text
+from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -302,13 +302,19 @@ def lock_for_merge(session: Session, story_ids: Iterable[int]) -> dict[int, Stor
 
 
 def merge_into(session: Session, target: int, merged: Sequence[tuple[int, int, dict[str, Any] | None]],
-               state: StoryChange) -> None:
+               state: StoryChange, *, firsts: Sequence[str], link: str) -> None:
     """Merge stories into ``target``: for each (story id, version offset, changes of its first
     version), its versions become ``target``'s versions after ``offset`` (its version 1 recording
     ``changes``), and its keys and deliveries follow; then the merged stories go and ``target``
     takes ``state``. Locks as :func:`lock_for_merge`, by the caller.
+
+    The deliveries that created the merged stories (``firsts``) made versions of ``target`` now:
+    they become its ``update`` deliveries, ``duplicate_of`` the delivery that linked the stories
+    (``link``), so that a story keeps exactly one ``new`` delivery.
     """
     conn = session.connection()
+    session.execute(update(Delivery).where(Delivery.id.in_(list(firsts)), Delivery.status == "new")
+                    .values(status="update", duplicate_of=link))
     params = [{"p_old": sid, "p_story": target, "p_offset": offset} for sid, offset, _ in merged]
     for model in (StoryVersion, SourceKey, Fingerprint, Delivery):
         table = _table(model)

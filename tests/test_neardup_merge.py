@@ -121,6 +121,10 @@ def test_a_delivery_linking_two_stories_merges_them(db_session, index, chain) ->
     # the head's version, then the tail's (merged), then the full story if it is an update
     assert [v.delivery_id for v in versions][:2] == [m_head.delivery_id, m_tail.delivery_id]
     assert versions[1].changes["merged_from"] == first[0].story_id
+    # the tail made a version of the story: it is an update now, linked by the full story; one new
+    tail_row = db_session.get(DeliveryRow, m_tail.delivery_id)
+    assert (tail_row.status, tail_row.duplicate_of, tail_row.version) == ("update", m_full.delivery_id, 2)
+    assert db_session.get(DeliveryRow, m_head.delivery_id).status == "new"
     assert versions[1].changes["title_changed"] is True
     # what changed from the head to the tail: (SimHash-matched) paragraphs of each
     assert versions[1].changes["paragraphs_added"]
@@ -146,6 +150,10 @@ def test_any_order_one_batch_or_one_by_one_ends_in_one_story(db_session, index, 
     ordered = [msgs[i] for i in order]
     together = process_batch(db_session, IngestBatch(deliveries=ordered), neardup_index=index)
     assert len({o.story_id for o in together}) == 1
+    db_session.expire_all()
+    statuses = {m.delivery_id: db_session.get(DeliveryRow, m.delivery_id).status for m in msgs}
+    assert list(statuses.values()).count("new") == 1
+    assert {o.delivery_id: o.status for o in together} == statuses
     _check_one_story(db_session, together[0].story_id, msgs, msgs[0])
 
 

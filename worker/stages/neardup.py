@@ -13,7 +13,9 @@ stories, the delivery is the link between them: they are merged into the one who
 delivery is earliest by (published_at, delivery id). The merged stories' versions follow that
 story's own, story by story in canonical order (the first of each records what changed from the
 version before it), their deliveries and exact-duplicate keys follow, and the story reads as its
-last version. A story's canonical delivery is its member earliest by (published_at, delivery id),
+last version. The delivery that created a merged story made a version of the merged one: it
+becomes an ``update`` (``duplicate_of`` the linking delivery), so that every story keeps exactly
+one ``new`` delivery. A story's canonical delivery is its member earliest by (published_at, delivery id),
 whatever the order they arrived in. Of two same-story deliveries, the later one to reach the index
 finds the other (lookup and insertion are one step) and waits for its transaction, so the same
 input in any order and at any concurrency ends in the same groups, one story each.
@@ -183,8 +185,11 @@ def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item],
         decision.duration_ms = round(shared_ms + (time.perf_counter() - t0) * 1000, 3)
         decisions[it.delivery_id] = decision
     batch.flush()
-    for decision in decisions.values():
+    for delivery_id, decision in decisions.items():
         decision.story_id = batch.find(decision.story_id)
+        if delivery_id in batch.relabelled and decision.status == "new":
+            # its story was merged into another by a later item of the batch
+            decision.status, decision.duplicate_of, decision.version = batch.relabelled[delivery_id]
     if moved is not None:
         moved.update((old, batch.find(old)) for old in batch.redirect)
     return decisions
@@ -238,6 +243,8 @@ class _Batch:
         self.redirect: dict[int, int] = {}  # story folded or merged -> the story it went into
         self.folds: list[queries.Fold] = []
         self.changed: dict[int, queries.StoryChange] = {}
+        # deliveries that created a story merged into another: (status, duplicate_of, version)
+        self.relabelled: dict[str, tuple[str, str, int]] = {}
 
     def find(self, story_id: int) -> int:
         while story_id in self.redirect:
@@ -274,7 +281,7 @@ class _Batch:
         story_ids = {s for _, _, s in found}
         target = min(story_ids, key=lambda s: self.stories[s].canonical_key())
         if len(story_ids) > 1:
-            self.merge(target, story_ids - {target})
+            self.merge(target, story_ids - {target}, it.delivery_id)
         ref, verdict, _ = max(found, key=lambda m: (m[1].score, m[0]))
         state = self.stories[target]
         change = self.changed.get(target) or queries.StoryChange(state.version, state.canonical_delivery_id,
@@ -302,8 +309,9 @@ class _Batch:
             self.latest[story_id] = _version_text(stored)
         return self.latest[story_id]
 
-    def merge(self, target: int, others: set[int]) -> None:
-        """Merge ``others`` into ``target`` in the database (after writing the batch's folds)."""
+    def merge(self, target: int, others: set[int], link: str) -> None:
+        """Merge ``others`` into ``target`` in the database (after writing the batch's folds);
+        ``link`` is the delivery that matched them all."""
         self.flush()
         queries.lock_for_merge(self.session, others)
         ordered = sorted(others, key=lambda s: self.stories[s].canonical_key())
@@ -316,6 +324,7 @@ class _Batch:
             first = _version_text(firsts[sid])
             changes = _diff(previous, first) | {"merged_from": sid}
             merged.append((sid, offset, changes))
+            self.relabelled[firsts[sid].delivery_id] = ("update", link, offset + 1)
             offset += self.stories[sid].version
             previous = self.latest_text(sid)
         earliest = min((self.stories[s] for s in (target, *ordered)), key=lambda st: st.canonical_key())
@@ -323,7 +332,8 @@ class _Batch:
         state.canonical_at = earliest.canonical_at
         state.canonical_delivery_id = earliest.canonical_delivery_id
         queries.merge_into(self.session, target, merged, queries.StoryChange(
-            offset, earliest.canonical_delivery_id, earliest.canonical_at, text_from=ordered[-1]))
+            offset, earliest.canonical_delivery_id, earliest.canonical_at, text_from=ordered[-1]),
+            firsts=[firsts[sid].delivery_id for sid in ordered], link=link)
         self.latest[target] = previous
         for sid in ordered:
             self.redirect[sid] = target
