@@ -6,6 +6,7 @@ import json
 import random
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -23,8 +24,11 @@ from tests.faults.harness import Env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-GOOD = 1000
-POISON = {"raise": 4, "hang": 3, "kill": 3}  # 10 in 1,000: the 1% (50 in 5,000)
+# The rate, 1% (it names 50 poison deliveries in 5,000), at half its size: 25 in 2,500,
+# after a clean run of 2,500 as the reference. The full size passes too (degradation 16.7%) but
+# takes about 4 minutes on a loaded 2-core machine, too much of the suite's time in CI.
+GOOD = 2500
+POISON = {"raise": 9, "hang": 8, "kill": 8}
 EXPECTED_CODE = {"raise": "processing_error", "hang": "timeout", "kill": "worker_lost"}
 
 
@@ -49,7 +53,7 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
     # is the reference, measured under the same conditions.
     clean = publish(env, corpus(GOOD, offset=0))
     good = corpus(GOOD, offset=GOOD)
-    poison = []
+    poison: list[dict[str, Any]] = []
     for kind, n in POISON.items():
         for i, article in enumerate(corpus(n, offset=2 * GOOD + len(poison))):
             poison.append(dict(article, id=f"{article['id']}#poison-{kind}-{i}", failpoint=kind))
@@ -63,8 +67,8 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
 
     env.start_workers(2, concurrency=2, AKHBAR_FAILPOINTS="poison", AKHBAR_DELIVERY_TIME_LIMIT="1.5")
     started_at = utcnow()
-    assert clean.wait(180)
-    assert wait_committed(env, run.run_id, len(run.ids), 300)
+    assert clean.wait(900)
+    assert wait_committed(env, run.run_id, len(run.ids), 900)
     seconds = time.monotonic() - run.started
     clean_times = _commit_times(env, clean.ids)
     rest_times = _commit_times(env, rest)
@@ -127,10 +131,10 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
     assert listed.returncode == 0, listed.stderr.decode()[-2000:]
     entries = [json.loads(line) for line in listed.stdout.decode().splitlines()]
     assert {e["delivery_id"] for e in entries} == set(poison_ids)
-    replayed = env.cli("dlq", "replay", "--reason", "timeout", "--json", "--timeout", "120")
+    replayed = env.cli("dlq", "replay", "--reason", "timeout", "--json", "--timeout", "300")
     assert replayed.returncode == 0, replayed.stderr.decode()[-2000:]
     assert json.loads(replayed.stdout)["replayed"] == POISON["hang"]
-    replayed = env.cli("dlq", "replay", "--json", "--timeout", "120")
+    replayed = env.cli("dlq", "replay", "--json", "--timeout", "300")
     assert replayed.returncode == 0, replayed.stderr.decode()[-2000:]
     assert json.loads(replayed.stdout)["replayed"] == len(poison_ids) - POISON["hang"]
     after = account(env, run.ids, "9 poison deliveries, replayed after a fix")
