@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models.base import insert_for, utcnow
@@ -110,7 +109,8 @@ def insert_delivery(session: Session, **values: Any) -> bool:
     redelivery won), in which case the caller rolls back its savepoint."""
     insert = insert_for(session)
     values.setdefault("processed_at", utcnow())
-    stmt = insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
+    stmt = (insert(Delivery).values(**values).on_conflict_do_nothing(index_elements=["id"])
+            .returning(Delivery.id))
     return session.execute(stmt).first() is not None
 
 
@@ -133,6 +133,12 @@ def story_by_id(session: Session, story_id: int) -> Story | None:
 # --- micro-batch forms: a handful of statements per batch instead of several per delivery ---------
 
 
+def _connection(session: Session) -> Connection:
+    """The session's connection, after flushing pending ORM changes (as an ORM statement would)."""
+    session.flush()
+    return session.connection()
+
+
 def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
                 content_hashes: Iterable[str]) -> tuple[dict[tuple[str, str], Holder], dict[str, Holder]]:
     """Who already holds each of ``source_keys`` and ``content_hashes`` (two SELECTs)."""
@@ -140,21 +146,32 @@ def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
     hashes = sorted(set(content_hashes))
     by_key: dict[tuple[str, str], Holder] = {}
     by_hash: dict[str, Holder] = {}
+    conn = _connection(session)
     if keys:
-        rows = session.execute(
-            select(SourceKey.source, SourceKey.source_id, SourceKey.delivery_id, SourceKey.story_id,
-                   SourceKey.version).where(tuple_(SourceKey.source, SourceKey.source_id).in_(keys))
+        rows = conn.execute(
+            select(_SK.c.source, _SK.c.source_id, _SK.c.delivery_id, _SK.c.story_id, _SK.c.version)
+            .where(tuple_(_SK.c.source, _SK.c.source_id).in_(keys))
         )
         for source, source_id, delivery_id, story_id, version in rows:
             by_key[(source, source_id)] = Holder(delivery_id, story_id, version)
     if hashes:
-        rows = session.execute(
-            select(Fingerprint.content_hash, Fingerprint.delivery_id, Fingerprint.story_id,
-                   Fingerprint.version).where(Fingerprint.content_hash.in_(hashes))
+        rows = conn.execute(
+            select(_FP.c.content_hash, _FP.c.delivery_id, _FP.c.story_id, _FP.c.version)
+            .where(_FP.c.content_hash.in_(hashes))
         )
         for content_hash, delivery_id, story_id, version in rows:
             by_hash[content_hash] = Holder(delivery_id, story_id, version)
     return by_key, by_hash
+
+
+# The batch statements run on the session's connection as Core statements on the tables: the ORM's
+# bulk-insert layer (per-row mapper bookkeeping, identity handling) adds nothing to rows that are
+# never loaded as objects in this transaction, and cost about as much CPU as the driver itself.
+_SK = cast(Table, SourceKey.__table__)
+_FP = cast(Table, Fingerprint.__table__)
+_STORY = cast(Table, Story.__table__)
+_VERSION = cast(Table, StoryVersion.__table__)
+_DELIVERY = cast(Table, Delivery.__table__)
 
 
 def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
@@ -163,22 +180,23 @@ def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]]) 
     Rows go in key order, so two batches claiming overlapping keys lock them in the same order
     and cannot deadlock on each other; a key held by a transaction still running is waited for.
     """
-    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None} for s, i, d in sorted(claims)]
+    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None, "version": 1}
+            for s, i, d in sorted(claims)]
     if not rows:
         return set()
-    stmt = (insert_for(session)(SourceKey).on_conflict_do_nothing(index_elements=["source", "source_id"])
-            .returning(SourceKey.source, SourceKey.source_id))
-    return {(source, source_id) for source, source_id in session.execute(stmt, rows)}
+    stmt = (insert_for(session)(_SK).on_conflict_do_nothing(index_elements=["source", "source_id"])
+            .returning(_SK.c.source, _SK.c.source_id))
+    return {(source, source_id) for source, source_id in _connection(session).execute(stmt, rows)}
 
 
 def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]]) -> set[str]:
     """Claim each content hash for its delivery id in one statement; returns the hashes won."""
-    rows = [{"content_hash": h, "delivery_id": d, "story_id": None} for h, d in sorted(claims)]
+    rows = [{"content_hash": h, "delivery_id": d, "story_id": None, "version": 1} for h, d in sorted(claims)]
     if not rows:
         return set()
-    stmt = (insert_for(session)(Fingerprint).on_conflict_do_nothing(index_elements=["content_hash"])
-            .returning(Fingerprint.content_hash))
-    return set(session.scalars(stmt, rows))
+    stmt = (insert_for(session)(_FP).on_conflict_do_nothing(index_elements=["content_hash"])
+            .returning(_FP.c.content_hash))
+    return set(_connection(session).execute(stmt, rows).scalars())
 
 
 def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str, int]:
@@ -186,9 +204,10 @@ def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str,
     if not stories:
         return {}
     rows = [{"version": 1, "withdrawn": False, **values} for values in stories]
-    stmt = insert(Story).returning(Story.canonical_delivery_id, Story.id)
-    ids = dict(session.execute(stmt, rows).tuples().all())
-    session.execute(insert(StoryVersion), [
+    conn = _connection(session)
+    stmt = insert(_STORY).returning(_STORY.c.canonical_delivery_id, _STORY.c.id)
+    ids: dict[str, int] = dict(conn.execute(stmt, rows).tuples().all())
+    conn.execute(insert(_VERSION), [
         {"story_id": ids[v["canonical_delivery_id"]], "version": 1, "delivery_id": v["canonical_delivery_id"],
          "title": v["title"], "body": v["body"], "paragraphs": v["paragraphs"],
          "content_hash": v["content_hash"], "changes": None}
@@ -200,20 +219,47 @@ def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str,
 def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, int]],
                      fingerprints: list[tuple[str, int, int]]) -> None:
     """Point claimed keys at their stories: (source, source_id, story_id, version) and
-    (content_hash, story_id, version), one executemany UPDATE per table."""
+    (content_hash, story_id, version), one UPDATE per table.
+
+    On PostgreSQL each is one statement over ``unnest`` of the values, not one UPDATE per key; the
+    keys are ones this transaction claimed, so it holds their row locks already.
+    """
+    conn = _connection(session)
+    # One row per key, the last of the sorted list winning, as a sequence of UPDATEs would leave it.
+    source_keys = [(s, i, story, v) for (s, i), (story, v) in
+                   {(s, i): (story, v) for s, i, story, v in sorted(source_keys)}.items()]
+    fingerprints = [(h, story, v) for h, (story, v) in
+                    {h: (story, v) for h, story, v in sorted(fingerprints)}.items()]
+    if conn.dialect.name == "postgresql":
+        if source_keys:
+            s, i, story, v = zip(*sorted(source_keys), strict=True)
+            conn.exec_driver_sql(
+                "UPDATE source_keys SET story_id = k.story_id, version = k.version"
+                " FROM unnest(%(s)s::varchar[], %(i)s::varchar[], %(story)s::int[], %(v)s::int[])"
+                " AS k(source, source_id, story_id, version)"
+                " WHERE source_keys.source = k.source AND source_keys.source_id = k.source_id",
+                {"s": list(s), "i": list(i), "story": list(story), "v": list(v)})
+        if fingerprints:
+            h, story, v = zip(*sorted(fingerprints), strict=True)
+            conn.exec_driver_sql(
+                "UPDATE fingerprints SET story_id = k.story_id, version = k.version"
+                " FROM unnest(%(h)s::varchar[], %(story)s::int[], %(v)s::int[])"
+                " AS k(content_hash, story_id, version)"
+                " WHERE fingerprints.content_hash = k.content_hash",
+                {"h": list(h), "story": list(story), "v": list(v)})
+        return
     if source_keys:
-        stmt = (update(SourceKey)
-                .where(SourceKey.source == bindparam("k_source"),
-                       SourceKey.source_id == bindparam("k_source_id"))
+        stmt = (update(_SK)
+                .where(_SK.c.source == bindparam("k_source"), _SK.c.source_id == bindparam("k_source_id"))
                 .values(story_id=bindparam("k_story_id"), version=bindparam("k_version")))
-        session.connection().execute(stmt, [
+        conn.execute(stmt, [
             {"k_source": s, "k_source_id": i, "k_story_id": story, "k_version": v}
             for s, i, story, v in sorted(source_keys)
         ])
     if fingerprints:
-        stmt = (update(Fingerprint).where(Fingerprint.content_hash == bindparam("k_hash"))
+        stmt = (update(_FP).where(_FP.c.content_hash == bindparam("k_hash"))
                 .values(story_id=bindparam("k_story_id"), version=bindparam("k_version")))
-        session.connection().execute(stmt, [
+        conn.execute(stmt, [
             {"k_hash": h, "k_story_id": story, "k_version": v} for h, story, v in sorted(fingerprints)
         ])
 
@@ -232,8 +278,9 @@ def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set
     # executemany needs the same keys in every row
     rows = [{c: values.get(c) for c in DELIVERY_COLUMNS} | {"processed_at": values.get("processed_at") or now}
             for values in deliveries]
-    stmt = insert_for(session)(Delivery).on_conflict_do_nothing(index_elements=["id"]).returning(Delivery.id)
-    return set(session.scalars(stmt, rows))
+    stmt = (insert_for(session)(_DELIVERY).on_conflict_do_nothing(index_elements=["id"])
+            .returning(_DELIVERY.c.id))
+    return set(_connection(session).execute(stmt, rows).scalars())
 
 
 def mark_withdrawn(session: Session, *, source: str, guid: str, story_ids: Iterable[int]) -> list[int]:
