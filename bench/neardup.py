@@ -3,31 +3,32 @@
     uv run python -m bench.neardup [--quick] [--redis redis://127.0.0.1:6379/0]
 
 Data: :mod:`bench.corpus_variants` builds labelled deliveries at run time from the corpus: all
-articles of the tuning days (2015-07-22/23, where the model and thresholds were fitted) and of
+articles of the tuning days (2015-07-22/23/24, where the model and thresholds were fitted) and of
 held-out days (2015-07-26/27 and 08-03), with generated variants of every class and the natural
-cross-outlet reprints. Each split runs through a fresh index in arrival order, as the persist stage
-would: an exact match on the content hash is a ``duplicate``; otherwise the index's atomic
-lookup-and-add returns candidates, :func:`worker.neardup.compare` judges each, the best match gives
-the label and every match joins the story (groups are connected components).
+cross-outlet reprints, labelled by an offline rule and, where the rule cannot decide, by hand
+(``bench/natural_pairs_checked.tsv``). Each split runs through a fresh index in arrival order, as
+the persist stage would: an exact match on the content hash is a ``duplicate``; otherwise the
+index's atomic lookup-and-add returns candidates, :func:`worker.neardup.compare` judges each, the
+best match gives the label and every match joins the story (groups are connected components).
 
-Reported per split: pairwise precision, recall and F1 of "same story" over all pairs of deliveries,
-twice: *strict* counts as errors the pairs of different stories that a grouping joins through a
-chain passing by a pair the ground truth calls ambiguous (a lower bound: the labelling rule cannot
-confirm a rewritten reprint, which is then often right to join), *loose* leaves those pairs out
-(an upper bound); and the accuracy of the four labels. Then, on the held-out days, datasketch's
-MinHashLSH (128 permutations, the same word 3-grams, its threshold chosen on the tuning days, Redis
-storage) and akhbar (one delivery per lookup-and-add, and micro-batches of 50 as the ingest task
-sends them) see the same deliveries interleaved 250 at a time, so that other load on the machine
-falls on all alike: F1 and the dedup-stage throughput ratio (timed from match form to decision,
-normalization excluded). Finally 100,000 stories are indexed (written by a word-bigram model of the
-other corpus days, one window) to report the median dedup cost per story at that size and Redis
-bytes per indexed story (MEMORY USAGE summed over the index's keys). Every key is written under a
-private prefix, deleted at the end.
+Reported per split: pairwise precision, recall and F1 of "same story" over all pairs of deliveries
+(a pair joined through a chain counts like any other: two different stories in one group are a
+false positive), and the accuracy of the four labels. On the tuning days the same-story model is
+fitted again and its cut cross-validated (leave one tuning day out). Then, on the held-out days,
+datasketch's MinHashLSH (128 permutations, the same word 3-grams, its threshold chosen on the tuning
+days, Redis storage) and akhbar (one delivery per lookup-and-add, and micro-batches of 50 as the
+ingest task sends them) see the same deliveries interleaved 250 at a time, so that other load on
+the machine falls on all alike: F1 and the dedup-stage throughput ratio (timed from match form to
+decision, normalization excluded). Finally 100,000 stories are indexed (written by a word-bigram
+model of the other corpus days, one window) to report the median dedup cost per story at that size
+and Redis bytes per indexed story (MEMORY USAGE summed over the index's keys). Every key is written
+under a private prefix, deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import random
@@ -247,10 +248,11 @@ class Scores:
     confusion: Counter[tuple[str, str]]
 
 
-def score(prepared: Sequence[Prepared], result: RunResult, *, strict: bool = True) -> Scores:
+def score(prepared: Sequence[Prepared], result: RunResult) -> Scores:
     """Pairwise same-story scores over all pairs of deliveries, and label accuracy.
 
-    ``strict``: see :meth:`bench.corpus_variants.LabelledDelivery.same_story`.
+    Pairs the ground truth leaves out (:meth:`bench.corpus_variants.LabelledDelivery.same_story`
+    returns None) count neither way.
     """
     items = [p.item for p in prepared]
     by_id = {d.delivery_id: d for d in items}
@@ -262,7 +264,7 @@ def score(prepared: Sequence[Prepared], result: RunResult, *, strict: bool = Tru
         for i in range(len(members)):
             a = by_id[members[i]]
             for j in range(i + 1, len(members)):
-                truth = a.same_story(by_id[members[j]], strict=strict)
+                truth = a.same_story(by_id[members[j]])
                 if truth is None:
                     amb_joined += 1
                 elif truth:
@@ -413,12 +415,33 @@ def redis_bytes(client: redis.Redis, keys: Sequence[bytes]) -> int:
     return total
 
 
-def print_scores(name: str, s: Scores, loose: Scores, seconds: float, n: int) -> None:
+def print_scores(name: str, s: Scores, seconds: float, n: int) -> None:
     print(
-        f"  {name:<30} strict P={s.precision:.4f} R={s.recall:.4f} F1={s.f1:.4f} (fp={s.fp} fn={s.fn})  "
-        f"loose P={loose.precision:.4f} F1={loose.f1:.4f} (fp={loose.fp})  "
+        f"  {name:<30} P={s.precision:.4f} R={s.recall:.4f} F1={s.f1:.4f} (fp={s.fp} fn={s.fn}, "
+        f"{s.ambiguous_joined} unlabelled pairs joined)  "
         f"labels={s.label_accuracy:.4f} of {s.labelled}  {n / seconds:,.0f} stories/s"
     )
+
+
+def cross_validate(
+    prepared: Sequence[Prepared], client: redis.Redis, prefix: str, cuts: Sequence[float]
+) -> dict[float, list[Scores]]:
+    """Leave one tuning day out: fit the weights on the other days, group and score the day left out,
+    at each cut. The committed cut is the best mean F1 among cuts with precision >= 0.99 on every day."""
+    days = sorted({p.item.root.split("/")[1] for p in prepared})
+    out: dict[float, list[Scores]] = defaultdict(list)
+    for day in days:
+        weights, _ = fit_thresholds([p for p in prepared if p.item.root.split("/")[1] != day])
+        held = [p for p in prepared if p.item.root.split("/")[1] == day]
+        for cut in cuts:
+            thresholds = dataclasses.replace(
+                DEFAULT_THRESHOLDS, weights=tuple(float(w) for w in weights), same_story=cut
+            )
+            index = NearDupIndex(client, f"{prefix}-cv", expected_stories=len(held))
+            index.drop()
+            out[cut].append(score(held, run_ours(held, index, thresholds, batch=BATCH)))
+            index.drop()
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,8 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels = Counter(d.label for d in items)
             print(
                 f"{name}: days {', '.join(days)}: {stats['articles']} articles, {len(items)} deliveries; "
-                f"natural same-story pairs {stats['natural_positive_pairs']}, ambiguous "
-                f"{stats['natural_ambiguous_pairs']}"
+                f"natural same-story pairs {stats['natural_positive_pairs']}; ambiguous pairs checked by "
+                f"hand {stats['natural_hand_checked']}, left unlabelled {stats['natural_ambiguous_pairs']}"
             )
             print(f"  edits: {dict(edits.most_common())}")
             print(f"  labels: {dict(labels.most_common())}")
@@ -463,20 +486,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  cut {cut:+.1f}: pair precision {p:.4f} recall {r:.4f} (candidate pairs, before grouping)"
             )
+        if not args.quick:
+            log("cross-validating the cut on the tuning days (leave one day out) ...")
+            cv_scores = cross_validate(sets["tune"], client, prefix, (3.5, 4.0, 4.5, 5.0, 5.5))
+            print("  leave-one-tuning-day-out cross-validation (weights refitted on the other days):")
+            for cut, fold in cv_scores.items():
+                print(
+                    f"    cut {cut:.1f}: min precision {min(f.precision for f in fold):.4f}, mean F1 "
+                    f"{statistics.mean(f.f1 for f in fold):.4f}"
+                    + ("   <- committed" if cut == DEFAULT_THRESHOLDS.same_story else "")
+                )
 
         print(
-            "\nakhbar near-duplicate stage (committed thresholds, fresh Redis index per split;"
-            " strict/loose: chains through ambiguous pairs counted as errors / left out):"
+            "\nakhbar near-duplicate stage (committed thresholds, fresh Redis index per split):"
         )
-        ours: dict[str, tuple[RunResult, Scores, Scores]] = {}
+        ours: dict[str, tuple[RunResult, Scores]] = {}
         for name, prepared in sets.items():
             for batch in (1, BATCH):
                 log(f"running akhbar on {name}, micro-batches of {batch} ...")
                 index = NearDupIndex(client, f"{prefix}-{name}-{batch}", expected_stories=len(prepared))
                 res = run_ours(prepared, index, batch=batch)
-                sc, sl = score(prepared, res), score(prepared, res, strict=False)
-                ours[f"{name}/{batch}"] = (res, sc, sl)
-                print_scores(f"{name}, batch {batch}", sc, sl, res.seconds, len(prepared))
+                sc = score(prepared, res)
+                ours[f"{name}/{batch}"] = (res, sc)
+                print_scores(f"{name}, batch {batch}", sc, res.seconds, len(prepared))
                 index.drop()
         conf = ours["test/1"][1].confusion
         print("  held-out label confusion (truth -> predicted: count):")
@@ -520,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for name, runner in runners.items():
             res = runner.result
-            print_scores(name, score(test, res), score(test, res, strict=False), res.seconds, len(test))
+            print_scores(name, score(test, res), res.seconds, len(test))
         for batch in (1, BATCH):
             our_res = runners[f"akhbar, batch {batch}"].result
             print(

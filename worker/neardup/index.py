@@ -239,8 +239,12 @@ class NearDupIndex:
 
     def _band_args(self, sig: Signature) -> tuple[str, bytes]:
         keys = sig.band_keys(self.rows, self.bands, self.lede_bands)
-        shards = ",".join(str(k >> (32 - self.shard_bits)) if self.shard_bits else "0" for k in keys)
-        return shards, b"".join(struct.pack(">I", k) for k in keys)
+        if self.shard_bits:
+            shift = 32 - self.shard_bits
+            shards = ",".join([str(k >> shift) for k in keys])
+        else:
+            shards = ",".join(["0"] * len(keys))
+        return shards, struct.pack(f">{len(keys)}I", *keys)
 
     def _call(self, mode: str, stories: Sequence[tuple[Signature, bytes]], client: Any = None) -> Any:
         args: list[Any] = [mode, self.prefix, self.ttl_ms, self.max_candidates, len(stories)]

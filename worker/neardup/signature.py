@@ -97,19 +97,22 @@ def _token_hash(token: str) -> int:
 
 def _hash_words(tokens: list[str]) -> np.ndarray:
     """The flagged hash of every token (see :func:`_token_hash`)."""
-    get = _token_cache.get
-    return np.array([get(w) or _token_hash(w) for w in tokens], dtype=np.uint64)
+    values = list(map(_token_cache.get, tokens))
+    if not all(values):  # words not seen yet in this process (no token hashes to 0)
+        values = [v or _token_hash(w) for v, w in zip(values, tokens, strict=True)]
+    return np.array(values, dtype=np.uint64)
 
 
 def _word_hashes(paragraphs: list[list[str]]) -> tuple[np.ndarray, list[int]]:
     """Hashes of the words (punctuation left out) of split paragraphs, and each paragraph's count."""
     flagged = _hash_words(list(itertools.chain.from_iterable(paragraphs)))
     is_word = (flagged & _U64(_PUNCT)) == 0
-    counts = []
-    pos = 0
-    for tokens in paragraphs:
-        counts.append(int(np.count_nonzero(is_word[pos : pos + len(tokens)])) if tokens else 0)
-        pos += len(tokens)
+    if len(paragraphs) == 1:
+        return flagged[is_word], [int(np.count_nonzero(is_word))]
+    # Words per paragraph from one cumulative sum (a numpy call per paragraph costs more).
+    ends = np.cumsum([len(tokens) for tokens in paragraphs])
+    running = np.concatenate(([0], np.cumsum(is_word)))
+    counts = (running[ends] - running[np.concatenate(([0], ends[:-1]))]).tolist()
     return flagged[is_word], counts
 
 

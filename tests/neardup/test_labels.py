@@ -1,0 +1,70 @@
+"""The benchmark's ground truth for natural reprints: hand-checked pairs, and per-paragraph word counts."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from bench import corpus_variants as cv
+from worker.neardup import signature
+from worker.stages.normalize import normalize
+
+
+def test_checked_pairs_decide_only_the_pairs_the_rule_left_ambiguous() -> None:
+    rule = cv.NaturalLabels(
+        positive={"a": {"b"}, "b": {"a"}},
+        ambiguous={"a": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"g"}, "g": {"f"}},
+        positive_pairs=1,
+        ambiguous_pairs=3,
+        pairs_checked=4,
+    )
+    checked = {("a", "c"): True, ("d", "e"): False, ("a", "b"): False}
+    decided = cv.apply_checked(rule, checked)
+    assert decided.positive["a"] == {"b", "c"} and decided.positive["c"] == {"a"}
+    assert "e" not in decided.positive.get("d", set())  # read as different: no label left at all
+    assert not decided.ambiguous["a"] and not decided.ambiguous["d"] and not decided.ambiguous["e"]
+    assert decided.ambiguous["f"] == {"g"}  # not checked: stays out of the scores
+    assert decided.positive["b"] == {"a"}  # the rule's own positives are not overridden
+    assert (decided.positive_pairs, decided.ambiguous_pairs, decided.hand_checked) == (2, 1, 2)
+    # The rule's labels are not modified in place.
+    assert rule.ambiguous["a"] == {"c"} and rule.positive["a"] == {"b"}
+
+
+def test_checked_pairs_file_names_benchmark_articles_only() -> None:
+    checked = cv.load_checked()
+    assert len(checked) >= 100
+    days = set(cv.TUNE_DAYS) | set(cv.TEST_DAYS)
+    pattern = re.compile(r"^saudinewsnet/(\d{4}-\d\d-\d\d)/[a-z0-9]+/\d{4}$")
+    for a, b in checked:
+        assert a < b
+        for article in (a, b):
+            found = pattern.match(article)
+            assert found and found.group(1) in days, article
+        # A pair never spans the tuning and the held-out days.
+        assert (a.split("/")[1] in cv.TUNE_DAYS) == (b.split("/")[1] in cv.TUNE_DAYS), (a, b)
+    assert {True, False} <= set(checked.values())
+
+
+def test_paragraph_word_counts_leave_out_punctuation_and_empty_lines() -> None:
+    body = "الرياض - واس : أعلنت الوزارة اليوم ، عن مشروع جديد .\n\n« نص » بين علامتين\nسطر ثالث هنا"
+    n = normalize(title="عنوان الخبر", body=body)
+    lines = n.match_body.split("\n")
+    expected = [sum(1 for w in line.split() if w.isalnum()) for line in lines]
+    sig = signature(
+        match_title=n.match_title,
+        match_body=n.match_body,
+        paragraphs_match=lines,
+        published_at=datetime(2015, 7, 22, tzinfo=UTC),
+        source="spa",
+    )
+    assert list(sig.paragraph_words) == [c for c in expected if c]
+    assert sig.n_words == sum(expected)
+    # The same counts when the paragraphs are given apart from the body.
+    other = signature(
+        match_title=n.match_title,
+        match_body=n.match_body,
+        paragraphs_match=[line for line in lines if line][:2],
+        published_at=datetime(2015, 7, 22, tzinfo=UTC),
+        source="spa",
+    )
+    assert list(other.paragraph_words) == [c for c in expected if c][:2]
