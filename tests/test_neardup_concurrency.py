@@ -4,8 +4,8 @@ the index lost (dropped) halfway, end with the same groups, exactly one story pe
 
 Groups are real corpus articles with their reprints (typos, another dateline, another outlet) and
 a shorter first version; every member of a group matches every other one, so the grouping does not
-hinge on merging stories (which the stage does not do). Committed transactions: the rows of each
-run are removed afterwards.
+hinge on merging stories (chains that need merges are in tests/integration/test_neardup_groups.py,
+with real worker processes). Committed transactions: the rows of each run are removed afterwards.
 """
 
 from __future__ import annotations

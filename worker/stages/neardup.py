@@ -15,10 +15,11 @@ story's own, story by story in canonical order (the first of each records what c
 version before it), their deliveries and exact-duplicate keys follow, and the story reads as its
 last version. The delivery that created a merged story made a version of the merged one: it
 becomes an ``update`` (``duplicate_of`` the linking delivery), so that every story keeps exactly
-one ``new`` delivery. A story's canonical delivery is its member earliest by (published_at, delivery id),
-whatever the order they arrived in. Of two same-story deliveries, the later one to reach the index
-finds the other (lookup and insertion are one step) and waits for its transaction, so the same
-input in any order and at any concurrency ends in the same groups, one story each.
+one ``new`` delivery. A story's canonical delivery is its member earliest by (published_at,
+delivery id), whatever the order they arrived in. Of two same-story deliveries, the later one to
+reach the index finds the other (lookup and insertion are one step) and waits for its
+transaction, so the same input in any order and at any concurrency ends in the same groups, one
+story each.
 
 Locking: the stories a batch joins or merges are locked in one statement ordered by id
 (``FOR NO KEY UPDATE``; those merged away then ``FOR UPDATE``, which waits for a concurrent
