@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         # execution records count the attempt, and quarantine bounds how often that happens.
         task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
+        # The prefork pool with a safe warm shutdown for messages larger than a pipe's buffer (see
+        # worker/pool.py); `--pool prefork` on the command line selects it too.
+        worker_pool="worker.pool:TaskPool",
         # With acks_late, a lost broker connection would otherwise let a running task finish while
         # its message is redelivered elsewhere. https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-cancel-long-running-tasks-on-connection-loss
         worker_cancel_long_running_tasks_on_connection_loss=True,
