@@ -59,7 +59,13 @@ def safe_text(text: str) -> str:
         # javascript: link); the block structure stays as line breaks.
         text = html_to_text(text)
     text = _ISOLATES.sub("", text)
-    return _INVISIBLE.sub(lambda m: m.group(1) or m.group(2) or " ", text)
+    return _INVISIBLE.sub(_invisible_run, text)
+
+
+def _invisible_run(m: re.Match[str]) -> str:
+    # A line break beside the run stays a line break: it separates paragraphs.
+    around = m.group(1) + m.group(2)
+    return "\n" if "\n" in around else around[:1] or " "
 
 
 def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
