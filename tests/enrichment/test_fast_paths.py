@@ -66,3 +66,13 @@ def exhaustive_kind(match_title: str, first_line: str) -> dict[str, bool]:
 def test_story_kind_matches_the_exhaustive_search(title: str, first_line: str) -> None:
     title, first_line = match_form(title), match_form(first_line)
     assert text.story_kind(title, first_line) == exhaustive_kind(title, first_line)
+
+
+@pytest.mark.parametrize("title", [
+    "أعلنت وزارة الصحة اليوم عن افتتاح مستشفى جديد",
+    "مُحَمَّدٌ ـ «عاجل» ١٢٣ ﷺ",
+    "Reuters: سلام دنیا پ چ گ",
+    "  مسافات   كثيرة\tهنا  ",
+])
+def test_buckwalter_headline_matches_camel_tools(title: str) -> None:
+    assert text.title_buckwalter(title) == text._BW(" ".join(title.split()))

@@ -60,6 +60,11 @@ _ARABIC_RUN = re.compile(f"[{_char_class(_ARABIC_LETTERS)}]+")
 _OTHER_LETTER_RUN = re.compile(f"[^\\W\\d_{_char_class(_NOT_OTHER)}]+")
 _ANY_LETTER = re.compile(r"[^\W\d_]")
 _BW = CharMapper.builtin_mapper("ar2bw")
+# CharMapper.map_string is a Python loop over the characters; its map as a str.translate table gives
+# the same string (unlisted characters, and listed ones mapped to None, stay as they are).
+if _BW._default is not None or any(len(key) != 1 for key in _BW._charmap):
+    raise RuntimeError("camel_tools' ar2bw map is no longer a plain character map")
+_BW_TABLE = {ord(key): value for key, value in _BW._charmap.items() if value is not None}
 _ARABIC_WORD = re.compile(r"^[\u0621-\u064a]+$")
 _LATIN_WORD = re.compile(r"^[a-z][a-z0-9\-]+$")
 _CLITIC_ARTICLE = ("وبال", "وال", "بال", "فال", "كال", "ولل", "لل", "ال")
@@ -246,4 +251,4 @@ def title_buckwalter(title: str | None) -> str | None:
     """The headline in Buckwalter transliteration (CAMeL Tools' ar2bw map)."""
     if not title or not title.strip():
         return None
-    return str(_BW(" ".join(title.split())))
+    return " ".join(title.split()).translate(_BW_TABLE)
