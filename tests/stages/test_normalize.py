@@ -248,15 +248,20 @@ def test_real_changes_do_change_the_match_form() -> None:
 
 # --- normalize() derives, never rewrites ------------------------------------------------------
 
+# What the input contract lets through to normalize(): no lone surrogates (rejected as such).
+CONTRACT_TEXT = FEED_TEXT.filter(lambda text: not any("\ud800" <= c <= "\udfff" for c in text))
+
 BODY_LINES = (
-    st.lists(FEED_TEXT, min_size=1, max_size=6)
+    st.lists(CONTRACT_TEXT, min_size=1, max_size=6)
     .map(lambda lines: "\n".join(lines))
     .filter(lambda body: body.strip() != "")
 )
 
 
 @PROPERTY
-@given(title=st.one_of(st.none(), FEED_TEXT), body=BODY_LINES, fmt=st.sampled_from(["json", "seed", "rss"]))
+@given(
+    title=st.one_of(st.none(), CONTRACT_TEXT), body=BODY_LINES, fmt=st.sampled_from(["json", "seed", "rss"])
+)
 def test_normalize_keeps_the_delivery_and_its_paragraphs(title: str | None, body: str, fmt: str) -> None:
     record = build_delivery(
         {"id": "n-1", "title": title, "body": body, "source": "wire"},
