@@ -283,13 +283,18 @@ def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set
     return set(_connection(session).execute(stmt, rows).scalars())
 
 
+def guid_versions_pattern(guid: str) -> str:
+    """A LIKE pattern (escape ``\\``) for the source ids ``guid:version`` of a wire story's versions."""
+    return guid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+
+
 def mark_withdrawn(session: Session, *, source: str, guid: str, story_ids: Iterable[int]) -> list[int]:
     """Mark every stored story of a wire guid (ids ``guid:version``) withdrawn; returns their ids.
 
     Withdrawal is sticky: a story an agency canceled or withheld is kept, but never shown as usable
     again by a later delivery.
     """
-    pattern = guid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+    pattern = guid_versions_pattern(guid)
     ids = set(story_ids) | {
         story_id for story_id in session.scalars(
             select(SourceKey.story_id).where(

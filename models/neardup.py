@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from models.delivery import Delivery
+from models.ingest import guid_versions_pattern
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
 
 # The key a rebuild of the index takes exclusively and every indexing transaction takes shared.
@@ -105,6 +106,15 @@ def candidate_holders(session: Session, delivery_ids: Iterable[str]) -> dict[str
     rows = session.execute(select(Delivery.id, Delivery.story_id)
                            .where(Delivery.id.in_(ids), Delivery.story_id.is_not(None))).tuples()
     return {d: s for d, s in rows if s is not None}
+
+
+def same_guid_deliveries(session: Session, source: str, guid: str) -> list[str]:
+    """The stored deliveries of a wire story's other versions: same source, source ids
+    ``guid:version`` (NewsML-G2 / NITF), each belonging to a story (one SELECT)."""
+    return list(session.scalars(
+        select(Delivery.id).where(Delivery.source == source,
+                                  Delivery.source_id.like(guid_versions_pattern(guid), escape="\\"),
+                                  Delivery.story_id.is_not(None)).order_by(Delivery.id)))
 
 
 def lock_stories(session: Session, story_ids: Iterable[int]) -> dict[int, StoryState]:

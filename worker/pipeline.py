@@ -219,7 +219,14 @@ def _neardup_item(msg: DeliveryMessage, norm: normalize_stage.Normalized,
     return neardup_stage.Item(
         delivery_id=msg.delivery_id, story_id=story_id, source=record.source, title=record.title,
         body=record.body, paragraphs=norm.paragraphs, match_title=norm.match_title,
-        match_body=norm.match_body, content_hash=norm.content_hash, published_at=record.published_at)
+        match_body=norm.match_body, content_hash=norm.content_hash, published_at=record.published_at,
+        guid=_wire_guid(record.id, record.extra))
+
+
+def _wire_guid(source_id: str, extra: dict[str, object]) -> str | None:
+    """The guid of a NewsML-G2 / NITF delivery (its id is ``guid:version``), else None."""
+    guid = extra.get("guid")
+    return guid if isinstance(guid, str) and guid and source_id.startswith(f"{guid}:") else None
 
 
 Around = Callable[[DeliveryMessage], AbstractContextManager[object]]

@@ -93,6 +93,8 @@ class Item:
     content_hash: str
     published_at: datetime | None
     signature: Signature | None = None  # computed by the stage when not given
+    # A wire story's guid (NewsML-G2 / NITF): its other versions are the same story, whatever the text.
+    guid: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +107,12 @@ class Decision:
     duplicate_of: str | None = None
     changes: dict[str, Any] | None = None
     duration_ms: float = 0.0
+
+
+# The verdict for another version of the same wire guid: an update of that story, preferred over
+# any text match.
+SAME_GUID = Verdict(same_story=True, label="update", score=float("inf"), body=0.0, containment=0.0,
+                    anchors=0.0, lede=0.0, title=0.0, hours_apart=None)
 
 
 def ensure_index(session: Session, index: NearDupIndex | None, window_days: int) -> bool:
@@ -166,6 +174,8 @@ def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item],
     # The same-story verdicts are pure CPU: all of them first, then one read and one lock for the
     # stored stories they name.
     matches: list[list[tuple[str, Verdict]]] = []
+    # Items are decided in order: like the index, the guid link sees only the items before this one.
+    not_yet = {it.delivery_id for it in items}
     for it, sig, res in zip(items, sigs, found, strict=True):
         same = []
         for cand in res.candidates:
@@ -174,6 +184,12 @@ def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item],
             verdict = compare(cand.signature, sig)
             if verdict.same_story:
                 same.append((cand.ref, verdict))
+        if it.guid:
+            # The agency says it is the same story (a flash and the full story share a guid).
+            versions = set(queries.same_guid_deliveries(session, it.source, it.guid)) - not_yet
+            same = [(ref, v) for ref, v in same if ref not in versions]
+            same += [(ref, SAME_GUID) for ref in sorted(versions)]
+        not_yet.discard(it.delivery_id)
         matches.append(same)
     batch = _Batch(session, items)
     batch.load({ref for same in matches for ref, _ in same})
