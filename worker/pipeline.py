@@ -112,8 +112,9 @@ def process_one(session: Session, msg: DeliveryMessage, *,
                 neardup_index: NearDupIndex | None = None) -> Outcome:
     """Run one delivery through the stages inside a savepoint of ``session``'s transaction.
 
-    ``neardup_index`` (the shared Redis index) turns a new story that is the same story as a stored
-    one into its near-duplicate or update; without it near-duplicates are not looked for.
+    ``neardup_index`` (the shared Redis index, or the embedded mode's in-process one) turns a new
+    story that is the same story as a stored one into its near-duplicate or update; without it
+    near-duplicates are not looked for.
 
     An error of a ``propagate`` type (a time limit) is not the delivery's verdict: it is raised to
     the caller, which counts the attempt, instead of quarantining the delivery on the spot.

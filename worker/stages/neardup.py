@@ -32,7 +32,10 @@ statement each for the delivery's own keys and the candidates', one SELECT for t
 stories, one to lock them, and the folds written at the end with a fixed number of executemany
 statements; an update reads its story's latest version (one SELECT), a merge a handful more.
 
-Plain functions, no Celery. Without an index (the embedded mode, no Redis) the stage is skipped.
+Plain functions, no Celery. The index is the shared Redis one, or in the embedded mode (no Redis)
+the replaying process's own (:mod:`worker.neardup.local`, same bands and candidates). A NewsML-G2 /
+NITF delivery also matches the stored versions of its guid from the same source (an ``update``,
+whatever the text). Without an index the stage is skipped.
 """
 
 from __future__ import annotations
