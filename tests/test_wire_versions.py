@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -32,7 +31,7 @@ def _version(name: str, source: str, **changes: object) -> DeliveryMessage:
 
 
 def test_a_later_version_with_other_words_is_an_update_of_the_same_story(db_session) -> None:
-    index: Any = LocalNearDupIndex()  # the stage takes either index; its hint names the Redis one
+    index = LocalNearDupIndex()
     flash = _version("newsml_v1.xml", "wire-g", title="عاجل", body=FLASH)
     (first,) = process_batch(db_session, IngestBatch(deliveries=[flash]), neardup_index=index)
     assert first.status == "new"
@@ -51,7 +50,7 @@ def test_a_later_version_with_other_words_is_an_update_of_the_same_story(db_sess
 
 
 def test_the_same_guid_in_one_batch_and_another_source_apart(db_session) -> None:
-    index: Any = LocalNearDupIndex()  # the stage takes either index; its hint names the Redis one
+    index = LocalNearDupIndex()
     flash = _version("newsml_v1.xml", "wire-h", title="عاجل", body=FLASH)
     full = _version("newsml_v2.xml", "wire-h")
     # The same guid from another source is another agency's item: not linked by the guid.

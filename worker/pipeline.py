@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from models import ingest as queries
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
-from worker.neardup import NearDupIndex
+from worker.neardup import CandidateIndex
 from worker.stages import dedup
 from worker.stages import enrich as enrich_stage
 from worker.stages import neardup as neardup_stage
@@ -109,7 +109,7 @@ def _record_fields(msg: DeliveryMessage) -> dict[str, Any] | None:
 
 def process_one(session: Session, msg: DeliveryMessage, *,
                 propagate: tuple[type[BaseException], ...] = (),
-                neardup_index: NearDupIndex | None = None) -> Outcome:
+                neardup_index: CandidateIndex | None = None) -> Outcome:
     """Run one delivery through the stages inside a savepoint of ``session``'s transaction.
 
     ``neardup_index`` (the shared Redis index, or the embedded mode's in-process one) turns a new
@@ -153,7 +153,7 @@ def _failed_stage(outcome: Outcome) -> str:
 
 
 def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome,
-                    neardup_index: NearDupIndex | None = None) -> Outcome | None:
+                    neardup_index: CandidateIndex | None = None) -> Outcome | None:
     record = msg.record
     assert record is not None
     norm = _timed(outcome, "normalize", normalize_stage.normalize, title=record.title, body=record.body,
@@ -236,7 +236,7 @@ Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
 def process_batch(session: Session, batch: IngestBatch, *,
                   propagate: tuple[type[BaseException], ...] = (), around: Around | None = None,
                   timeouts: tuple[type[BaseException], ...] = (),
-                  neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7) -> list[Outcome]:
+                  neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7) -> list[Outcome]:
     """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
 
     ``neardup_index`` as in :func:`process_one`; when Redis has lost it, it is rebuilt first from
@@ -305,7 +305,7 @@ def _apply_withdrawals(session: Session, batch: IngestBatch, results: dict[str, 
 
 def _run_one(session: Session, msg: DeliveryMessage, propagate: tuple[type[BaseException], ...],
              around: Around | None, timeouts: tuple[type[BaseException], ...],
-             neardup_index: NearDupIndex | None = None) -> Outcome:
+             neardup_index: CandidateIndex | None = None) -> Outcome:
     with structlog.contextvars.bound_contextvars(delivery_id=msg.delivery_id,
                                                  correlation_id=msg.correlation_id, source=msg.source):
         try:
@@ -402,7 +402,7 @@ def _match(holder: queries.Holder, key: str) -> dedup.Match:
 def _process_together(session: Session, todo: list[DeliveryMessage],
                       propagate: tuple[type[BaseException], ...], around: Around | None,
                       timeouts: tuple[type[BaseException], ...],
-                      failed: list[Outcome], neardup_index: NearDupIndex | None = None) -> list[Outcome]:
+                      failed: list[Outcome], neardup_index: CandidateIndex | None = None) -> list[Outcome]:
     """The batch through the stages with batch-level queries: one SELECT for the key holders, one
     INSERT ... ON CONFLICT per key table for the claims, one INSERT each for the stories, their
     versions and the deliveries, one UPDATE per key table. CPU work runs per delivery, under

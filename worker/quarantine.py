@@ -43,7 +43,7 @@ from models import ingest as queries
 from models import ledger
 from worker import pipeline
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
-from worker.neardup import NearDupIndex
+from worker.neardup import CandidateIndex
 from worker.stages import neardup as neardup_stage
 
 log = structlog.get_logger("akhbar.quarantine")
@@ -233,7 +233,7 @@ class AttemptRunner:
     def __init__(self, sessions: sessionmaker[Session], attempt: Attempt, *, max_attempts: int,
                  delivery_time_limit: float, propagate: tuple[type[BaseException], ...] = (),
                  before: Callable[[DeliveryMessage], None] | None = None,
-                 neardup_index: NearDupIndex | None = None, neardup_window_days: int = 7,
+                 neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7,
                  marks: RunningMarks | None = None) -> None:
         self.sessions = sessions
         # The shared near-duplicate index (None: near-duplicates are not looked for).

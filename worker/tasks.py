@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from models.session import dispose_inherited, session_factory
 from worker import failpoints, guards, pipeline, quarantine, reenrich
 from worker.messages import DeliveryMessage, IngestBatch, ReenrichBatch, Rejection, new_delivery_id
+from worker.neardup import CandidateIndex
 
 log = structlog.get_logger("akhbar.tasks")
 
@@ -166,7 +167,7 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
 _NEARDUP: dict[tuple[int, str | None], Any] = {}
 
 
-def _neardup_index(settings: Any) -> Any:
+def _neardup_index(settings: Any) -> CandidateIndex:
     """This process's near-duplicate index (built on first use, after the fork): the shared one in
     Redis, or without Redis (the embedded mode) one in this process's memory, per database.
 
@@ -178,7 +179,7 @@ def _neardup_index(settings: Any) -> Any:
         from worker.neardup import NearDupIndex
         from worker.neardup.local import LocalNearDupIndex
 
-        index: Any
+        index: CandidateIndex
         if embedded:
             index = LocalNearDupIndex(settings.neardup_window_days)
         else:

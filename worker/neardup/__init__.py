@@ -41,6 +41,7 @@ On SQLite (one writer at a time) the locks are not needed.
 from worker.neardup.compare import DEFAULT_THRESHOLDS, Thresholds, Verdict, compare, features, paragraph_diff
 from worker.neardup.index import (
     Candidate,
+    CandidateIndex,
     IndexLost,
     LookupResult,
     NearDupIndex,
@@ -51,6 +52,7 @@ from worker.neardup.signature import Signature, signature
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "Candidate",
+    "CandidateIndex",
     "IndexLost",
     "LookupResult",
     "NearDupIndex",

@@ -33,7 +33,7 @@ import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -163,6 +163,18 @@ class LookupResult:
     candidates: list[Candidate]
     generation: str
     seq: int
+
+
+class CandidateIndex(Protocol):
+    """What the near-duplicate stage needs of an index: :class:`NearDupIndex` (shared, in Redis) or
+    :class:`worker.neardup.local.LocalNearDupIndex` (the embedded mode's, in one process)."""
+
+    def present(self) -> bool: ...
+
+    def rebuild(self, items: Iterable[tuple[str, Signature]], *, lock_seconds: int = 600,
+                batch: int = 200) -> int: ...
+
+    def lookup_and_add_many(self, stories: Sequence[tuple[str, Signature]]) -> list[LookupResult]: ...
 
 
 def encode_ref(ref: str) -> bytes:

@@ -23,7 +23,8 @@ class Match:
     key: str  # "source_id" | "content"
 
 
-def exact(session: Session, *, source: str, source_id: str, content_hash: str, delivery_id: str) -> Match | None:
+def exact(session: Session, *, source: str, source_id: str, content_hash: str,
+          delivery_id: str) -> Match | None:
     """Claim both exact keys for ``delivery_id``; the first holder found makes this a duplicate.
 
     Both claims run inside the caller's savepoint, so a duplicate found on the content hash rolls back

@@ -52,8 +52,8 @@ from sqlalchemy.orm import Session
 from models import neardup as queries
 from worker.neardup import (
     DEFAULT_THRESHOLDS,
+    CandidateIndex,
     IndexLost,
-    NearDupIndex,
     RebuildInProgress,
     Signature,
     Verdict,
@@ -118,7 +118,7 @@ SAME_GUID = Verdict(same_story=True, label="update", score=float("inf"), body=0.
                     anchors=0.0, lede=0.0, title=0.0, hours_apart=None)
 
 
-def ensure_index(session: Session, index: NearDupIndex | None, window_days: int) -> bool:
+def ensure_index(session: Session, index: CandidateIndex | None, window_days: int) -> bool:
     """Rebuild the index from the stored signatures if Redis has lost it; True if rebuilt.
 
     Call before the batch's transaction writes anything: the rebuild runs in its own transaction
@@ -148,7 +148,7 @@ def sign(it: Item) -> Signature:
     return it.signature
 
 
-def apply(session: Session, index: NearDupIndex | None, items: Sequence[Item],
+def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
           moved: dict[int, int] | None = None) -> dict[str, Decision]:
     """Decide each item (in order) against the stored stories; returns decisions by delivery id.
 
