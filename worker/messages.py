@@ -14,11 +14,11 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION: Final = 1
 
 
 class Delivery(BaseModel):
