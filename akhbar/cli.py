@@ -51,7 +51,8 @@ def ensure_schema(settings: Settings, *, auto: bool) -> None:
     if auto:
         upgrade(settings.database_url)
         return
-    _err(f"the database is at revision {current or 'none'}, this akhbar needs {head}: run `akhbar db upgrade`")
+    _err(f"the database is at revision {current or 'none'}, this akhbar needs {head}: "
+         "run `akhbar db upgrade`")
     raise typer.Exit(2)
 
 
@@ -69,7 +70,8 @@ def replay(
         help="Seed files, JSON/JSONL(.gz) files, directories, or - for stdin.")] = None,
     source: Annotated[str | None, typer.Option(help=(
         "Source name for records that do not name one; with --from-db, only this source's stories."))] = None,
-    wait: Annotated[bool, typer.Option(help="Wait until every delivery is committed, then summarize.")] = True,
+    wait: Annotated[bool, typer.Option(
+        help="Wait until every delivery is committed, then summarize.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     live: Annotated[bool, typer.Option(help="Publish on the live queue instead of the bulk one.")] = False,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds (0: never).")] = 0.0,
@@ -262,7 +264,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes.")] = 2,
-    queues: Annotated[str | None, typer.Option("--queues", "-Q", help="Comma-separated queues, first consumed first.")] = None,
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-Q", help="Comma-separated queues, first consumed first.")] = None,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo, threads.")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     hostname: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
@@ -367,7 +370,9 @@ def stories_list(
 
 
 @stories_app.command("show")
-def stories_show(story_id: int, as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False) -> None:
+def stories_show(
+    story_id: int, as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False
+) -> None:
     """One story: its text, enrichment, versions (with what changed) and deliveries."""
     settings = _settings()
     ensure_schema(settings, auto=settings.embedded)
@@ -382,12 +387,14 @@ def stories_show(story_id: int, as_json: Annotated[bool, typer.Option("--json", 
     story = detail["story"]
     doc = {
         "story_id": story.id, "source": story.source, "source_id": story.source_id, "title": story.title,
-        "paragraphs": story.paragraphs, "normalized_title": story.normalized_title, "language": story.language,
+        "paragraphs": story.paragraphs, "normalized_title": story.normalized_title,
+        "language": story.language,
         "published_at": story.published_at.isoformat() if story.published_at else None,
         "version": story.version, "withdrawn": story.withdrawn, "enrichment": story.enrichment,
         "enrichment_version": story.enrichment_version,
         "versions": [{"version": v.version, "delivery_id": v.delivery_id, "title": v.title,
-                      "changes": v.changes, "created_at": v.created_at.isoformat()} for v in detail["versions"]],
+                      "changes": v.changes, "created_at": v.created_at.isoformat()}
+                     for v in detail["versions"]],
         "deliveries": [{**d, "received_at": d["received_at"].isoformat()} for d in detail["deliveries"]],
     }
     if as_json:
@@ -414,7 +421,8 @@ def db_current() -> None:
     settings = _settings()
     from models.session import current_revision, head_revision
 
-    typer.echo(f"current: {current_revision(settings.database_url)}  head: {head_revision(settings.database_url)}")
+    typer.echo(f"current: {current_revision(settings.database_url)}  "
+               f"head: {head_revision(settings.database_url)}")
 
 
 @app.command()
@@ -448,7 +456,9 @@ def serve(
 
 
 @sources_app.callback()
-def sources(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+def sources(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False
+) -> None:
     """Every source's state, last seen item, items, failures and next poll."""
     if ctx.invoked_subcommand is not None:
         return
@@ -464,7 +474,8 @@ def sources(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", 
     from rich.console import Console
     from rich.table import Table
 
-    columns = ("name", "kind", "state", "last_seen", "next_poll", "items", "failures", "failure_score", "last_error")
+    columns = ("name", "kind", "state", "last_seen", "next_poll", "items", "failures", "failure_score",
+               "last_error")
     table = Table(*columns)
     for row in rows:
         table.add_row(*("" if row[c] is None else str(row[c])[:60] for c in columns))

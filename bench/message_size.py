@@ -61,7 +61,8 @@ def main() -> None:
     n = len(items)
     print(f"{n} stories, {body_bytes / n:,.0f} bytes of UTF-8 title+body per story on average")
     print(f"Celery defaults (one message per story): {naive_bytes / n:,.0f} bytes per story in Redis")
-    print(f"akhbar (batches of {settings.batch_size}, UTF-8 JSON + zlib): {ours_bytes / n:,.0f} bytes per story")
+    print(f"akhbar (batches of {settings.batch_size}, UTF-8 JSON + zlib): "
+          f"{ours_bytes / n:,.0f} bytes per story")
     print(f"ratio: {naive_bytes / ours_bytes:.1f}x smaller")
 
 

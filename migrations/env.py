@@ -4,6 +4,7 @@ or, when run as ``alembic`` from the command line, from akhbar's settings."""
 from __future__ import annotations
 
 from alembic import context
+
 import models  # noqa: F401  (registers every table on Base.metadata)
 from models.base import Base
 from models.session import get_engine, normalize_url

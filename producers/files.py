@@ -6,6 +6,7 @@ Formats are picked by file name; XML wire formats (NewsML-G2, NITF) register the
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -94,10 +95,8 @@ def _suffix(path: Path) -> str:
 
 
 def _load_format_plugins() -> None:
-    try:
+    with contextlib.suppress(ImportError):
         import producers.formats  # noqa: F401  (registers XML readers, when present)
-    except ImportError:
-        pass
 
 
 def read_file(path: Path, source: str | None, settings: Settings) -> Iterable[Item]:
@@ -119,7 +118,8 @@ def iter_paths(paths: Iterable[str | Path], *, source: str | None, settings: Set
     for entry in paths:
         if str(entry) == "-":
             yield from iter_json_lines(_lines(sys.stdin.buffer), default_source=source or "stdin",
-                                       max_bytes=settings.max_delivery_bytes, max_depth=settings.max_json_depth)
+                                       max_bytes=settings.max_delivery_bytes,
+                                       max_depth=settings.max_json_depth)
             continue
         path = Path(entry)
         if path.is_dir():

@@ -17,7 +17,8 @@ def test_single_head() -> None:
 
 
 def test_file_names_are_date_prefixed() -> None:
-    names = [p.name for p in (Path(__file__).resolve().parent.parent / "migrations" / "versions").glob("*.py")]
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    names = [p.name for p in versions.glob("*.py")]
     assert names
     assert all(n[:4].isdigit() and n[4] == "_" for n in names), names
 

@@ -92,7 +92,8 @@ def test_a_failing_delivery_is_quarantined_without_failing_its_neighbours(db_ses
     assert row.error["code"] == "processing_error"
     assert "enrichment bug" in row.error["message"] and "Traceback" in row.error["traceback"]
     # the failed delivery's key claims were rolled back with its savepoint
-    assert db_session.scalar(select(func.count()).select_from(SourceKey).where(SourceKey.source_id == "b1")) == 0
+    claims = select(func.count()).select_from(SourceKey).where(SourceKey.source_id == "b1")
+    assert db_session.scalar(claims) == 0
 
 
 def test_every_stage_logs_one_summary_line_with_context(db_session) -> None:

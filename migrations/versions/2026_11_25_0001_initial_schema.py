@@ -1,7 +1,7 @@
 """initial schema: deliveries, stories, versions, exact-duplicate keys
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 23:12:53.837660
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
 import models.base
 
 revision: str = '0001'
@@ -29,14 +30,16 @@ def upgrade() -> None:
     sa.Column('source_id', sa.String(length=512), nullable=False),
     sa.Column('title', sa.Text(), nullable=True),
     sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('paragraphs', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('paragraphs', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=False),
     sa.Column('normalized_title', sa.Text(), nullable=False),
     sa.Column('normalized_body', sa.Text(), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('url', sa.Text(), nullable=True),
     sa.Column('published_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('language', sa.String(length=16), nullable=True),
-    sa.Column('enrichment', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('enrichment', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=False),
     sa.Column('enrichment_version', sa.String(length=32), nullable=False),
     sa.Column('pipeline_version', sa.String(length=32), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -65,11 +68,14 @@ def upgrade() -> None:
     sa.Column('content_hash', sa.String(length=64), nullable=True),
     sa.Column('title', sa.Text(), nullable=True),
     sa.Column('body', sa.Text(), nullable=True),
-    sa.Column('record', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('record', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=True),
     sa.Column('raw', sa.LargeBinary(), nullable=True),
-    sa.Column('error', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('error', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_deliveries_story_id_stories'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_deliveries_story_id_stories'),
+        ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries'))
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
@@ -84,7 +90,8 @@ def upgrade() -> None:
     sa.Column('story_id', sa.Integer(), nullable=True),
     sa.Column('delivery_id', sa.String(length=36), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_fingerprints_story_id_stories'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_fingerprints_story_id_stories'),
+        ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('content_hash', name=op.f('pk_fingerprints'))
     )
     with op.batch_alter_table('fingerprints', schema=None) as batch_op:
@@ -96,7 +103,8 @@ def upgrade() -> None:
     sa.Column('delivery_id', sa.String(length=36), nullable=False),
     sa.Column('story_id', sa.Integer(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_source_keys_story_id_stories'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_source_keys_story_id_stories'),
+        ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('source', 'source_id', name=op.f('pk_source_keys'))
     )
     with op.batch_alter_table('source_keys', schema=None) as batch_op:
@@ -109,11 +117,14 @@ def upgrade() -> None:
     sa.Column('delivery_id', sa.String(length=36), nullable=False),
     sa.Column('title', sa.Text(), nullable=True),
     sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('paragraphs', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('paragraphs', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
-    sa.Column('changes', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('changes', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
+        nullable=True),
     sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_story_versions_story_id_stories'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['story_id'], ['stories.id'], name=op.f('fk_story_versions_story_id_stories'),
+        ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_story_versions')),
     sa.UniqueConstraint('story_id', 'version', name=op.f('uq_story_versions_story_id_version'))
     )

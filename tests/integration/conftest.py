@@ -39,7 +39,9 @@ def module_pg(run_token: str, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def akhbar_env(module_pg: str, redis_url: str, redis_prefix: str, request: pytest.FixtureRequest) -> dict[str, str]:
+def akhbar_env(
+    module_pg: str, redis_url: str, redis_prefix: str, request: pytest.FixtureRequest
+) -> dict[str, str]:
     """Environment for akhbar processes: a module-private database and Redis prefix."""
     prefix = f"{redis_prefix}-{request.module.__name__.rsplit('.', 1)[-1]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AKHBAR_")}
@@ -66,7 +68,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 
 
 
 @pytest.fixture(scope="module")
-def workers(akhbar_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(
+    akhbar_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Two ``celery worker`` processes (prefork, one child each), like two machines."""
     logs = tmp_path_factory.mktemp("workers")
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -100,7 +104,9 @@ def workers(akhbar_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             client.delete(key)
 
 
-def run_akhbar(env: dict[str, str], *args: str, input: bytes | None = None, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
+def run_akhbar(
+    env: dict[str, str], *args: str, input: bytes | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[bytes]:
     """Run the ``akhbar`` CLI as a user would (a separate process)."""
     return subprocess.run([sys.executable, "-m", "akhbar.cli", *args], cwd=ROOT, env=env, input=input,
                           capture_output=True, timeout=timeout, check=False)

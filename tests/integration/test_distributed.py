@@ -49,8 +49,9 @@ def _corpus_jsonl(path: Path, n: int) -> list[dict]:
     for article in read_corpus(n):
         parts = article["id"].split("/")
         source = parts[2] if article["source_dataset"] == "SaudiNewsNet" else article["source_dataset"]
-        rows.append({"id": article["id"], "title": article["title"], "body": article["body"], "source": source,
-                     "url": article["url"], "published_at": article["date"].replace(" ", "T") if article["date"] else None,
+        rows.append({"id": article["id"], "title": article["title"], "body": article["body"],
+                     "source": source, "url": article["url"],
+                     "published_at": article["date"].replace(" ", "T") if article["date"] else None,
                      "category": article["category"]})
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return rows
@@ -69,7 +70,8 @@ def test_replay_corpus_twice_then_bad_records(workers, akhbar_env, tmp_path: Pat
     # what the contract says should happen to each line, computed independently of the workers
     hashes, rejected = set(), 0
     for row in rows:
-        parsed = parse_json_record(orjson.dumps(row), default_source="corpus", max_bytes=2 << 20, max_depth=32)
+        parsed = parse_json_record(orjson.dumps(row), default_source="corpus", max_bytes=2 << 20,
+                                   max_depth=32)
         if isinstance(parsed, Record):
             hashes.add(normalize(title=parsed.title, body=parsed.body).content_hash)
         else:
@@ -79,7 +81,8 @@ def test_replay_corpus_twice_then_bad_records(workers, akhbar_env, tmp_path: Pat
     first = _summary(run_akhbar(akhbar_env, "replay", str(SEEDS), str(corpus), "--json"))
     assert first["received"] == expected_received
     assert first["rejected"] == rejected
-    assert first["new"] + first["near_duplicate"] + first["update"] + first["duplicate"] + rejected == expected_received
+    assert (first["new"] + first["near_duplicate"] + first["update"] + first["duplicate"] + rejected
+            == expected_received)
     print(f"\nintegration replay: {first['received']} deliveries in {first['seconds']} s "
           f"= {first['stories_per_second']} stories/s with 2 worker processes")
 
@@ -120,7 +123,9 @@ def test_replay_corpus_twice_then_bad_records(workers, akhbar_env, tmp_path: Pat
     assert third["new"] + third["near_duplicate"] + third["update"] == 60
     with sessions() as session:
         errors = session.execute(
-            select(Delivery.error, Delivery.raw).where(Delivery.run_id == third["run_id"], Delivery.status == "rejected")
+            select(Delivery.error, Delivery.raw).where(
+                Delivery.run_id == third["run_id"], Delivery.status == "rejected"
+            )
         ).all()
     assert len(errors) == 20
     assert all(e["code"] and e["message"] for e, _ in errors)

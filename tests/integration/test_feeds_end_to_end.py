@@ -20,7 +20,7 @@ from producers.publish import Publisher
 from producers.runner import DatabaseHealth, Runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "producers"))
-from feedtools import FeedServer, Route, build_rss, corpus_articles, guid_of  # noqa: E402
+from feedtools import FeedServer, Route, build_rss, corpus_articles, guid_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +59,8 @@ name = "push-e2e"
 port = 0
 tokens = {{ "push-e2e" = "tok" }}
 """, encoding="utf-8")
-    settings = Settings(database_url=akhbar_env["AKHBAR_DATABASE_URL"], redis_url=akhbar_env["AKHBAR_REDIS_URL"],
+    settings = Settings(database_url=akhbar_env["AKHBAR_DATABASE_URL"],
+                        redis_url=akhbar_env["AKHBAR_REDIS_URL"],
                         redis_prefix=akhbar_env["AKHBAR_REDIS_PREFIX"])
     publisher = Publisher(settings)
     runner = Runner(load_config(tmp_path / "sources.toml"), publisher, settings=settings,
@@ -67,7 +68,8 @@ tokens = {{ "push-e2e" = "tok" }}
     try:
         shutil.copy(DATA / "newsml_v1.xml", tmp_path / "drop" / "story.xml")
         (tmp_path / "drop" / "bad.json").write_bytes(b'{"id": "b", "body": ')  # invalid: kept as rejected
-        response = httpx.post(f"{runner.push['push-e2e'].url}/v1/deliveries", headers={"Authorization": "Bearer tok"},
+        response = httpx.post(f"{runner.push['push-e2e'].url}/v1/deliveries",
+                              headers={"Authorization": "Bearer tok"},
                               json=[{"id": "p1", "body": articles[5]["body"], "title": articles[5]["title"]},
                                     {"id": "p2"}], timeout=10)
         assert response.status_code == 202, response.text
@@ -88,5 +90,6 @@ tokens = {{ "push-e2e" = "tok" }}
     assert sorted(stored["push-e2e"]) == [("p1", "new"), ("p2", "rejected")]
     drop = dict(stored["drop-e2e"])
     assert drop.get("urn:newsml:wire.example:20190212:baghouz-families:1") == "new"
-    assert "rejected" in {status for sid, status in stored["drop-e2e"] if sid != "urn:newsml:wire.example:20190212:baghouz-families:1"}
+    assert "rejected" in {status for sid, status in stored["drop-e2e"]
+                          if sid != "urn:newsml:wire.example:20190212:baghouz-families:1"}
     assert (tmp_path / "drop" / "processed" / "story.xml").exists()

@@ -41,9 +41,8 @@ def read_back(settings: Settings, queue: str, publisher: object) -> list[IngestB
 def test_feed_drop_folder_and_push_publish_to_redis(
     tmp_path: Path, redis_url: str, redis_prefix: str, feed_server: FeedServer
 ) -> None:
-    from producers.publish import Publisher
-
     from models.session import upgrade
+    from producers.publish import Publisher
 
     run = uuid.uuid4().hex[:8]
     database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
