@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -323,8 +323,8 @@ class Workers:
             total += times.user + times.system
         return total
 
-    def pool_rss_mb(self) -> list[float]:
-        """Resident memory of each pool process (the children that run tasks), in MB."""
+    def _per_child(self, measure: Callable[[psutil.Process], float]) -> list[float]:
+        """``measure`` of each pool process (the children that run tasks); gone ones are skipped."""
         try:
             children = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -332,25 +332,19 @@ class Workers:
         out = []
         for child in children:
             try:
-                out.append(child.memory_info().rss / 2**20)
+                out.append(measure(child))
             except psutil.NoSuchProcess:
                 continue
         return out
 
+    def pool_rss_mb(self) -> list[float]:
+        """Resident memory of each pool process, in MB."""
+        return self._per_child(lambda p: p.memory_info().rss / 2**20)
+
     def pool_uss_mb(self) -> list[float]:
         """Memory unique to each pool process (USS, MB): what it does not share with its parent by
         copy-on-write after the fork, i.e. what each extra process really costs."""
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        out = []
-        for child in children:
-            try:
-                out.append(child.memory_full_info().uss / 2**20)
-            except psutil.NoSuchProcess:
-                continue
-        return out
+        return self._per_child(lambda p: p.memory_full_info().uss / 2**20)
 
     def sample(self, done: int) -> None:
         self.rss_samples.append((done, self.pool_rss_mb()))

@@ -271,31 +271,29 @@ class VersionText:
     signature: bytes | None
 
 
-def latest_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
-    """Each story's latest version with its delivery's stored signature (one SELECT)."""
+def _version_texts(session: Session, story_ids: Iterable[int], narrow: Any) -> dict[int, VersionText]:
+    """One version of each story, the one ``narrow`` (a function of the SELECT) keeps, with its
+    delivery's stored signature (one SELECT)."""
     ids = sorted(set(story_ids))
     if not ids:
         return {}
-    rows = session.execute(
-        select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
-               StoryVersion.paragraphs, Delivery.neardup_signature)
-        .join(Story, (Story.id == StoryVersion.story_id) & (Story.version == StoryVersion.version))
-        .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
-        .where(StoryVersion.story_id.in_(ids))).tuples()
+    stmt = (select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
+                   StoryVersion.paragraphs, Delivery.neardup_signature)
+            .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
+            .where(StoryVersion.story_id.in_(ids)))
+    rows = session.execute(narrow(stmt)).tuples()
     return {r[0]: VersionText(r[0], r[1], r[2], r[3], list(r[4]), r[5]) for r in rows}
+
+
+def latest_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
+    """Each story's latest version with its delivery's stored signature (one SELECT)."""
+    return _version_texts(session, story_ids, lambda stmt: stmt.join(
+        Story, (Story.id == StoryVersion.story_id) & (Story.version == StoryVersion.version)))
 
 
 def first_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
     """Each story's first version with its delivery's stored signature (one SELECT)."""
-    ids = sorted(set(story_ids))
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
-               StoryVersion.paragraphs, Delivery.neardup_signature)
-        .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
-        .where(StoryVersion.story_id.in_(ids), StoryVersion.version == 1)).tuples()
-    return {r[0]: VersionText(r[0], r[1], r[2], r[3], list(r[4]), r[5]) for r in rows}
+    return _version_texts(session, story_ids, lambda stmt: stmt.where(StoryVersion.version == 1))
 
 
 def lock_for_merge(session: Session, story_ids: Iterable[int]) -> dict[int, StoryState]:

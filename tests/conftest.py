@@ -94,6 +94,23 @@ def migrated_pg(pg_url: str) -> str:
     return pg_url
 
 
+@pytest.fixture(scope="module")
+def module_pg(run_token: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated PostgreSQL database private to one test module (its stories never meet the
+    rolled-back tests' counts), dropped afterwards."""
+    from models.session import get_engine, upgrade
+
+    name = f"akhbar_test_{run_token}_{request.module.__name__.rsplit('.', 1)[-1]}"[:63]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture()
 def db_session(migrated_pg: str) -> Iterator[object]:
     """A session inside an outer transaction that is rolled back after the test.

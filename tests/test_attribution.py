@@ -11,26 +11,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
-import psycopg
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_URL, read_corpus
-
-
-@pytest.fixture(scope="module")
-def attribution_pg(run_token: str) -> Iterator[str]:
-    from models.session import get_engine, upgrade
-
-    name = f"akhbar_test_{run_token}_attribution"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.conftest import read_corpus
 
 
 def _batch(offset: int, n: int = 6) -> object:
@@ -85,69 +69,69 @@ def _crash_in_batch_mode(url: str, task_id: str, batch: object, marks: object, r
     return str(culprit)
 
 
-def test_crash_is_charged_to_the_running_delivery_alone(attribution_pg: str, marks: object) -> None:
+def test_crash_is_charged_to_the_running_delivery_alone(module_pg: str, marks: object) -> None:
     batch = _batch(0)
     ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
     task_id = str(uuid.uuid4())
-    culprit = _crash_in_batch_mode(attribution_pg, task_id, batch, marks, running=3)
-    assert _history(attribution_pg, ids) == dict.fromkeys(ids, 1)  # every record open: all charged
+    culprit = _crash_in_batch_mode(module_pg, task_id, batch, marks, running=3)
+    assert _history(module_pg, ids) == dict.fromkeys(ids, 1)  # every record open: all charged
 
     # The redelivered message (same task, same retry number) reads the mark.
-    again = _runner(attribution_pg, task_id, 0, marks)
+    again = _runner(module_pg, task_id, 0, marks)
     plan = again.begin(batch)  # type: ignore[attr-defined]
     assert plan.lost_while == culprit
     assert [d.delivery_id for d in plan.suspects] == [culprit]
     assert [d.delivery_id for d in plan.together] == [i for i in ids if i != culprit]
     result = again.run()  # type: ignore[attr-defined]
     assert len(result.outcomes) == len(ids) - 1 and not result.failed
-    assert _history(attribution_pg, ids) == {culprit: 1}
+    assert _history(module_pg, ids) == {culprit: 1}
     assert result.deferred == [culprit]  # its next attempt goes behind everything else
 
     # The retry of the message (retry number 1) must not take the sealed crash for a record its
     # worker failed to finish: the culprit still has its failed attempt, runs alone and is stored.
-    retry = _runner(attribution_pg, task_id, 1, marks)
+    retry = _runner(module_pg, task_id, 1, marks)
     plan = retry.begin(batch)  # type: ignore[attr-defined]
     assert plan.skipped == len(ids) - 1 and [d.delivery_id for d in plan.suspects] == [culprit]
-    assert _history(attribution_pg, [culprit]) == {culprit: 1}
+    assert _history(module_pg, [culprit]) == {culprit: 1}
     result = retry.run()  # type: ignore[attr-defined]
     assert [o.delivery_id for o in result.outcomes] == [culprit] and not result.deferred
 
 
-def test_a_delivery_that_keeps_killing_is_quarantined_after_three(attribution_pg: str, marks: object) -> None:
+def test_a_delivery_that_keeps_killing_is_quarantined_after_three(module_pg: str, marks: object) -> None:
     batch = _batch(10)
     ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
     task_id = str(uuid.uuid4())
-    culprit = _crash_in_batch_mode(attribution_pg, task_id, batch, marks, running=0)
+    culprit = _crash_in_batch_mode(module_pg, task_id, batch, marks, running=0)
     # Redelivered: the others are committed, the culprit deferred to retry 1.
-    first = _runner(attribution_pg, task_id, 0, marks)
+    first = _runner(module_pg, task_id, 0, marks)
     first.begin(batch)  # type: ignore[attr-defined]
     assert first.run().deferred == [culprit]  # type: ignore[attr-defined]
     # Retry 1 kills its worker twice while running the culprit alone (redelivered each time).
     for _ in range(2):
-        runner = _runner(attribution_pg, task_id, 1, marks)
+        runner = _runner(module_pg, task_id, 1, marks)
         plan = runner.begin(batch)  # type: ignore[attr-defined]
         assert [d.delivery_id for d in plan.suspects] == [culprit] and not plan.poison
         # Die right after starting it alone: its record is open, its mark names it.
         with runner.sessions.begin() as session:  # type: ignore[attr-defined]
             runner._start(session, [culprit])  # type: ignore[attr-defined]
         assert marks.mark(runner.attempt, culprit)  # type: ignore[attr-defined]
-    assert _history(attribution_pg, [culprit]) == {culprit: 3}
-    last = _runner(attribution_pg, task_id, 1, marks)
+    assert _history(module_pg, [culprit]) == {culprit: 3}
+    last = _runner(module_pg, task_id, 1, marks)
     plan = last.begin(batch)  # type: ignore[attr-defined]
     assert [d.delivery_id for d, _ in plan.poison] == [culprit] and not plan.todo
     assert last.quarantine_poison() == 1  # type: ignore[attr-defined]
-    assert _history(attribution_pg, [i for i in ids if i != culprit]) == {}
+    assert _history(module_pg, [i for i in ids if i != culprit]) == {}
 
 
-def test_without_marks_every_delivery_of_the_lost_attempt_is_a_suspect(attribution_pg: str,
+def test_without_marks_every_delivery_of_the_lost_attempt_is_a_suspect(module_pg: str,
                                                                         marks: object) -> None:
     """The fallback when Redis could not record the mark: slower (each alone), never less safe."""
     batch = _batch(20, n=4)
     ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
     task_id = str(uuid.uuid4())
-    runner = _runner(attribution_pg, task_id, 0, None)
+    runner = _runner(module_pg, task_id, 0, None)
     runner.begin(batch)  # type: ignore[attr-defined]  # and dies: no mark
-    again = _runner(attribution_pg, task_id, 0, marks)
+    again = _runner(module_pg, task_id, 0, marks)
     plan = again.begin(batch)  # type: ignore[attr-defined]
     assert plan.lost_while is None and not plan.together
     assert sorted(d.delivery_id for d in plan.suspects) == sorted(ids)

@@ -7,33 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from sqlalchemy import insert, select
 
-from tests.conftest import PG_ADMIN_URL, ROOT
+from tests.conftest import ROOT
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def retention_pg(run_token: str) -> Iterator[str]:
-    """A migrated database of its own: pruning deletes across whole tables."""
-    from models.session import get_engine, upgrade
-
-    name = f"akhbar_test_{run_token}_retention"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _plain(url: str) -> str:
@@ -145,14 +127,14 @@ KEPT_EXECUTIONS = sorted([
 ], key=lambda e: (e[0], e[1] or ""))
 
 
-def test_prune_deletes_only_what_is_past_retention_and_no_longer_needed(retention_pg: str) -> None:
+def test_prune_deletes_only_what_is_past_retention_and_no_longer_needed(module_pg: str) -> None:
     from worker.reconcile import prune
 
-    _empty(retention_pg)
-    _seed(retention_pg, n_old=10)
-    report = prune(_settings(retention_pg), now=NOW)  # type: ignore[arg-type]
+    _empty(module_pg)
+    _seed(module_pg, n_old=10)
+    report = prune(_settings(module_pg), now=NOW)  # type: ignore[arg-type]
 
-    ledger, executions = _state(retention_pg)
+    ledger, executions = _state(module_pg)
     assert ledger == KEPT_LEDGER
     assert executions == KEPT_EXECUTIONS
     assert report.ledger_deleted == 2 + 10
@@ -162,61 +144,61 @@ def test_prune_deletes_only_what_is_past_retention_and_no_longer_needed(retentio
 
     # A second pass finds nothing more; the same rows a day later, and the yesterday-settled row
     # goes once it is 7 days settled.
-    again = prune(_settings(retention_pg), now=NOW)  # type: ignore[arg-type]
+    again = prune(_settings(module_pg), now=NOW)  # type: ignore[arg-type]
     assert (again.ledger_deleted, again.executions_deleted) == (0, 0)
-    later = prune(_settings(retention_pg), now=NOW + 7 * DAY)  # type: ignore[arg-type]
+    later = prune(_settings(module_pg), now=NOW + 7 * DAY)  # type: ignore[arg-type]
     assert later.ledger_deleted == 1
-    assert "new-settled" not in _state(retention_pg)[0]
-    assert {"old-uncommitted", "old-unsettled-committed", "settled-not-committed"} <= _state(retention_pg)[0]
+    assert "new-settled" not in _state(module_pg)[0]
+    assert {"old-uncommitted", "old-unsettled-committed", "settled-not-committed"} <= _state(module_pg)[0]
 
 
-def test_zero_days_keeps_everything(retention_pg: str) -> None:
+def test_zero_days_keeps_everything(module_pg: str) -> None:
     from worker.reconcile import prune
 
-    _empty(retention_pg)
-    _seed(retention_pg, n_old=4)
-    before = _state(retention_pg)
-    report = prune(_settings(retention_pg, ledger_retention_days=0, execution_retention_days=0),  # type: ignore[arg-type]
+    _empty(module_pg)
+    _seed(module_pg, n_old=4)
+    before = _state(module_pg)
+    report = prune(_settings(module_pg, ledger_retention_days=0, execution_retention_days=0),  # type: ignore[arg-type]
                    now=NOW + 1000 * DAY)
     assert (report.ledger_deleted, report.executions_deleted) == (0, 0)
-    assert _state(retention_pg) == before
+    assert _state(module_pg) == before
 
 
-def test_locked_rows_are_skipped_not_waited_for(retention_pg: str) -> None:
+def test_locked_rows_are_skipped_not_waited_for(module_pg: str) -> None:
     """A transaction holding a ledger row and an execution row locked (a worker finishing it, a
     replay taking it back) neither blocks the pass nor loses the rows: the next pass takes them."""
     from worker.reconcile import prune
 
-    _empty(retention_pg)
-    _seed(retention_pg, n_old=6)
-    with psycopg.connect(_plain(retention_pg)) as holder:
+    _empty(module_pg)
+    _seed(module_pg, n_old=6)
+    with psycopg.connect(_plain(module_pg)) as holder:
         holder.execute("SELECT 1 FROM published_deliveries WHERE delivery_id = 'bulk-0002' FOR UPDATE")
         holder.execute("SELECT 1 FROM executions WHERE delivery_id = 'bulk-0004' FOR UPDATE")
         done: dict[str, object] = {}
 
         def run() -> None:
-            done["report"] = prune(_settings(retention_pg), now=NOW)  # type: ignore[arg-type]
+            done["report"] = prune(_settings(module_pg), now=NOW)  # type: ignore[arg-type]
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         thread.join(30)
         assert not thread.is_alive(), "pruning waited for a locked row"
-        ledger, executions = _state(retention_pg)
+        ledger, executions = _state(module_pg)
         assert "bulk-0002" in ledger and ("bulk-0004", "stored") in executions
         assert not any(d.startswith("bulk-") and d != "bulk-0002" for d in ledger)
         holder.rollback()
-    report = prune(_settings(retention_pg), now=NOW)  # type: ignore[arg-type]
+    report = prune(_settings(module_pg), now=NOW)  # type: ignore[arg-type]
     assert (report.ledger_deleted, report.executions_deleted) == (1, 1)
-    ledger, executions = _state(retention_pg)
+    ledger, executions = _state(module_pg)
     assert ledger == KEPT_LEDGER
     assert executions == KEPT_EXECUTIONS
 
 
-def test_reconcile_command_prunes(retention_pg: str, redis_url: str, redis_prefix: str) -> None:
+def test_reconcile_command_prunes(module_pg: str, redis_url: str, redis_prefix: str) -> None:
     """`akhbar reconcile` (one pass; nothing to publish again here) runs the retention pass."""
     import os
 
-    _empty(retention_pg)
+    _empty(module_pg)
     # Real time this time: the rows are dated relative to now.
     from models import Delivery
     from models.base import utcnow
@@ -224,17 +206,17 @@ def test_reconcile_command_prunes(retention_pg: str, redis_url: str, redis_prefi
     from models.session import session_factory
 
     now = utcnow()
-    with session_factory(retention_pg, write=True).begin() as session:
+    with session_factory(module_pg, write=True).begin() as session:
         session.execute(insert(Delivery), [_delivery("cli-old"), _delivery("cli-new")])
         session.execute(insert(PublishedDelivery), [
             _ledger("cli-old", published=now - 9 * DAY, settled=now - 8 * DAY),
             _ledger("cli-new", published=now - DAY, settled=now - DAY),
         ])
     env = {k: v for k, v in os.environ.items() if not k.startswith("AKHBAR_")}
-    env.update(AKHBAR_DATABASE_URL=retention_pg, AKHBAR_REDIS_URL=redis_url, AKHBAR_REDIS_PREFIX=redis_prefix,
+    env.update(AKHBAR_DATABASE_URL=module_pg, AKHBAR_REDIS_URL=redis_url, AKHBAR_REDIS_PREFIX=redis_prefix,
                AKHBAR_LEDGER_RETENTION_DAYS="7", AKHBAR_LOG_FORMAT="json")
     done = subprocess.run([sys.executable, "-m", "akhbar.cli", "reconcile", "--json"], cwd=ROOT, env=env,
                           capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert b'"pruned_ledger":1' in done.stdout, done.stdout
-    assert _state(retention_pg)[0] == {"cli-new"}
+    assert _state(module_pg)[0] == {"cli-new"}

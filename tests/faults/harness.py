@@ -345,6 +345,22 @@ class Worker:
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
 
+    def stuck_report(self) -> str:
+        """What a worker that does not stop is doing: its processes' states, then the stacks of the
+        main process's threads (Celery's SIGUSR1 handler writes them to the log) and of its pool
+        children (SIGUSR2, see worker.tasks), then the log's tail."""
+        lines = []
+        for proc in [psutil.Process(self.pid), *self.children()]:
+            with contextlib.suppress(psutil.Error):
+                lines.append(f"pid {proc.pid} {proc.status()} {' '.join(proc.cmdline())[:120]}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)
+        for child in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGUSR2)
+        time.sleep(2)
+        return "\n".join(lines) + "\n" + self.tail(12000)
+
     def log_lines(self) -> list[dict[str, Any]]:
         """The worker's JSON log lines (other lines are skipped)."""
         out = []

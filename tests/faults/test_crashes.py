@@ -6,14 +6,12 @@ Scenarios 1-4 and 7 of the fault tier, plus the negative control: with early ack
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 
 from tests.faults.conftest import (
@@ -32,7 +30,7 @@ from tests.faults.conftest import (
     wait_for,
     with_duplicates,
 )
-from tests.faults.harness import TIER_SETTINGS, Env, Worker
+from tests.faults.harness import TIER_SETTINGS, Env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -165,23 +163,6 @@ def test_3_sigkill_pool_child_while_it_runs_a_task(env: Env) -> None:
     assert victim.log_path.read_text(errors="replace").count("exited with 'signal 9 (SIGKILL)'") == 2
 
 
-def stuck_report(worker: Worker) -> str:
-    """What a worker that does not stop is doing: its processes' states, then the stacks of the main
-    process's threads (Celery's SIGUSR1 handler writes them to the log) and of its pool children
-    (SIGUSR2, see worker.tasks), then the log's tail."""
-    lines = []
-    for proc in [psutil.Process(worker.pid), *worker.children()]:
-        with contextlib.suppress(psutil.Error):
-            lines.append(f"pid {proc.pid} {proc.status()} {' '.join(proc.cmdline())[:120]}")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(worker.pid, signal.SIGUSR1)
-    for child in worker.children():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGUSR2)
-    time.sleep(2)
-    return "\n".join(lines) + "\n" + worker.tail(12000)
-
-
 def test_4_graceful_sigterm_under_load(env: Env) -> None:
     """SIGTERM a worker under load: it finishes its running task, its reserved messages go back to
     the queue at once (not after the visibility timeout), nothing runs twice, nothing is lost."""
@@ -196,7 +177,7 @@ def test_4_graceful_sigterm_under_load(env: Env) -> None:
     try:
         victim.proc.wait(30)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{victim.name} still running 30 s after SIGTERM:\n{stuck_report(victim)}")
+        pytest.fail(f"{victim.name} still running 30 s after SIGTERM:\n{victim.stuck_report()}")
     exit_s = round(time.monotonic() - started, 2)
     # What the stopped worker held is back on the queue: only the other worker's messages are
     # unacknowledged (concurrency 1, prefetch 1: at most 2).

@@ -39,8 +39,9 @@ def test_sigterm_while_a_batch_is_half_written_to_the_pool_process(env: Env) -> 
     try:
         worker.proc.wait(30)
     except subprocess.TimeoutExpired:
+        stuck = worker.stuck_report()
         worker.kill()
-        pytest.fail(f"the worker was still running 30 s after SIGTERM:\n{worker.tail(4000)}")
+        pytest.fail(f"the worker was still running 30 s after SIGTERM:\n{stuck}")
     assert worker.proc.returncode == 0
     # The batch the process was being handed ran to its commit, and its message was acknowledged.
     assert run.committed() == len(run.ids)

@@ -17,28 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def module_pg(run_token: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A migrated PostgreSQL database private to one test module (its stories never meet the
-    rolled-back tests' counts), dropped afterwards."""
-    import psycopg
-
-    from models.session import upgrade
-    from tests.conftest import PG_ADMIN_URL
-
-    name = f"akhbar_test_{run_token}_{request.module.__name__.rsplit('.', 1)[-1]}"[:63]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    upgrade(url)
-    yield url
-    from models.session import get_engine
-
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
 def akhbar_env(
     module_pg: str, redis_url: str, redis_prefix: str, request: pytest.FixtureRequest
 ) -> dict[str, str]:

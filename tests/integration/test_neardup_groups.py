@@ -30,12 +30,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 from sqlalchemy import select, text
@@ -45,9 +43,9 @@ from bench import corpus_variants as cv
 from models import Delivery as DeliveryRow
 from models import Story
 from models.base import Base
-from models.session import get_engine, session_factory, upgrade
+from models.session import get_engine, session_factory
 from producers.publish import Publisher
-from tests.conftest import PG_ADMIN_URL, REDIS_BASE_URL, read_corpus
+from tests.conftest import REDIS_BASE_URL, read_corpus
 from tests.integration.conftest import ROOT, _wait_ready
 from worker.messages import Delivery
 from worker.neardup import Signature, compare, signature
@@ -173,20 +171,6 @@ def planted() -> list[list[Member]]:
     return groups
 
 
-@pytest.fixture(scope="module")
-def database(run_token: str) -> Iterator[str]:
-    """A migrated database of this module, dropped afterwards."""
-    name = f"akhbar_test_{run_token}_neardup_groups"[:63]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _empty(url: str, client: redis.Redis, prefix: str) -> None:
     """Between runs: every table emptied and the index gone (the workers rebuild it, empty)."""
     with get_engine(url).begin() as conn:
@@ -281,13 +265,13 @@ def _run(groups: list[list[Member]], *, seed: int, url: str, prefix: str,
 
 
 def test_three_shuffles_at_concurrency_1_and_4_give_the_planted_groups(
-        planted, database, redis_prefix, tmp_path) -> None:
+        planted, module_pg, redis_prefix, tmp_path) -> None:
     expected = {frozenset(m.name for m in g) for g in planted}
     earliest = {frozenset(m.name for m in g): min(g, key=lambda m: m.published_at).name for g in planted}
     client = redis.Redis.from_url(REDIS_BASE_URL)
     prefix = f"{redis_prefix}-ndg"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AKHBAR_")}
-    env |= {"AKHBAR_DATABASE_URL": database, "AKHBAR_REDIS_URL": REDIS_BASE_URL,
+    env |= {"AKHBAR_DATABASE_URL": module_pg, "AKHBAR_REDIS_URL": REDIS_BASE_URL,
             "AKHBAR_REDIS_PREFIX": prefix,
             "AKHBAR_LOG_FORMAT": "json", "AKHBAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
     timings = []
@@ -298,9 +282,9 @@ def test_three_shuffles_at_concurrency_1_and_4_give_the_planted_groups(
             procs = _start_workers(env, concurrency, logs)
             try:
                 for seed in (1, 2, 3):
-                    _empty(database, client, prefix)
+                    _empty(module_pg, client, prefix)
                     started = time.monotonic()
-                    by_story, canonical = _run(planted, seed=seed, url=database, prefix=prefix, procs=procs)
+                    by_story, canonical = _run(planted, seed=seed, url=module_pg, prefix=prefix, procs=procs)
                     timings.append((concurrency, seed, round(time.monotonic() - started, 1)))
                     groups = {frozenset(v) for v in by_story.values()}
                     missing = expected - groups

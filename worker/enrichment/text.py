@@ -16,6 +16,7 @@ from worker.enrichment import lexicon
 from worker.enrichment.dates import GREGORIAN, HIJRI, WEEKDAYS
 from worker.enrichment.stopwords import stopword_forms
 from worker.stages.normalize import match_form
+from worker.stages.normalize_fast import char_class
 
 # py3langid's cost grows with the text (it walks the UTF-8 bytes in Python); the headline and the
 # start of the body decide the language of a story as well as the whole of it, at a tenth of a
@@ -38,26 +39,11 @@ _NOT_OTHER = (_ARABIC_LETTERS + "".join(chr(c) for c in range(0x64B, 0x671)) + "
               "\u00a0\u200f\u200e«»“”–—…" + "0123456789 \n\r\t.,:;!?()[]{}\"'-/%&*+=_#@<>|\\")
 
 
-def _char_class(chars: str) -> str:
-    """A regex character class body listing ``chars`` as ranges of consecutive code points."""
-    points = sorted({ord(c) for c in chars})
-    parts: list[str] = []
-    start = prev = points[0]
-    for point in [*points[1:], -1]:
-        if point == prev + 1:
-            prev = point
-            continue
-        parts.append(re.escape(chr(start)) if start == prev
-                     else f"{re.escape(chr(start))}-{re.escape(chr(prev))}")
-        start = prev = point
-    return "".join(parts)
-
-
 # Runs of Arabic letters, and runs of the other letters: a regex over the text counts both in C,
 # without building translated copies of the text (str.translate looks every character up in a dict).
-_ARABIC_RUN = re.compile(f"[{_char_class(_ARABIC_LETTERS)}]+")
+_ARABIC_RUN = re.compile(f"[{char_class(_ARABIC_LETTERS)}]+")
 # [^\W\d_] is a letter; adding the excluded characters to the negated class leaves the other letters.
-_OTHER_LETTER_RUN = re.compile(f"[^\\W\\d_{_char_class(_NOT_OTHER)}]+")
+_OTHER_LETTER_RUN = re.compile(f"[^\\W\\d_{char_class(_NOT_OTHER)}]+")
 _ANY_LETTER = re.compile(r"[^\W\d_]")
 _BW = CharMapper.builtin_mapper("ar2bw")
 # CharMapper.map_string is a Python loop over the characters; its map as a str.translate table gives

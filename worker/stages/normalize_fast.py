@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from camel_tools.tokenizers.word import simple_word_tokenize
 from camel_tools.utils import normalize as camel_normalize
@@ -41,9 +42,9 @@ from camel_tools.utils.normalize import (
 __all__ = ["MATCH_ALPHABET", "SYMBOLS", "TOKEN_ALPHABET", "match_form_fast"]
 
 
-def _char_class(chars: set[str]) -> str:
+def char_class(chars: Iterable[str]) -> str:
     """A regex character class body listing ``chars`` as ranges of consecutive code points."""
-    points = sorted(ord(c) for c in chars)
+    points = sorted({ord(c) for c in chars})
     parts: list[str] = []
     start = prev = points[0]
     for point in [*points[1:], -1]:
@@ -115,12 +116,12 @@ for _c in TOKEN_ALPHABET:
 
 _TABLE: dict[int, str] = {ord(key): _fold(value).lower() for key, value in _ARCLEAN_MAP.items()}
 # Characters arclean drops: everything it does not list.
-_UNLISTED_RE = re.compile(f"[^{_char_class(set(_ARCLEAN_MAP))}]+")
+_UNLISTED_RE = re.compile(f"[^{char_class(set(_ARCLEAN_MAP))}]+")
 
 # --- Step 4: the tokenizer splits every symbol / punctuation character off as its own token and
 # splits on Python's whitespace; re-joined with single spaces, that is spaces around symbols.
 SYMBOLS: frozenset[str] = frozenset(c.lower() for c, kind in _CLASS.items() if kind == "symbol")
-_SYMBOL_RE = re.compile(f"[{_char_class(set(SYMBOLS))}]")
+_SYMBOL_RE = re.compile(f"[{char_class(set(SYMBOLS))}]")
 
 # Every character a match form can hold, besides the single space between tokens.
 MATCH_ALPHABET: frozenset[str] = frozenset(c.lower() for c, kind in _CLASS.items() if kind != "space")
