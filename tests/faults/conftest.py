@@ -399,8 +399,10 @@ def executions_since(env: Env, worker: str, since: Any) -> int:
         )
 
 
-def running_on(env: Env, worker: str) -> bool:
-    """Whether worker node ``worker`` is inside an attempt right now (an unfinished record of it)."""
+def running_on(env: Env, worker: str, since: Any = None) -> bool:
+    """Whether worker node ``worker`` is inside an attempt right now: an unfinished record of it,
+    started after ``since`` (UTC) when given, so that a record left unfinished by an earlier,
+    killed incarnation of the same node does not count."""
     from models import Execution
     from models.session import session_factory
 
@@ -409,6 +411,10 @@ def running_on(env: Env, worker: str) -> bool:
             session.scalar(
                 select(func.count())
                 .select_from(Execution)
-                .where(Execution.worker.like(f"{worker}@%"), Execution.outcome.is_(None))
+                .where(
+                    Execution.worker.like(f"{worker}@%"),
+                    Execution.outcome.is_(None),
+                    *(() if since is None else (Execution.started_at >= since,)),
+                )
             )
         )

@@ -81,7 +81,7 @@ def test_2_sigkill_worker_three_times(env: Env) -> None:
         # Kill only once the (restarted) victim is at work, at a random moment inside a batch.
         assert wait_for(lambda s=started: executions_since(env, victim.name, s) > 0, 120), victim.tail()
         time.sleep(rng.uniform(0.0, 0.5))
-        assert wait_for(lambda: running_on(env, victim.name), 30, interval=0.01)
+        assert wait_for(lambda s=started: running_on(env, victim.name, s), 30, interval=0.01)
         kills.append((started, utcnow()))
         victim.kill()
         victim.start()
@@ -140,7 +140,7 @@ def test_3_sigkill_pool_child_while_it_runs_a_task(env: Env) -> None:
     previous = utcnow()
     for k in range(2):
         assert wait_for(lambda t=int(total * (0.2 + 0.35 * k)): run.committed() >= t, 120)
-        assert wait_for(lambda: running_on(env, victim.name), 30, interval=0.01)
+        assert wait_for(lambda p=previous: running_on(env, victim.name, p), 30, interval=0.01)
         child = victim.children()[0]
         faults.append((previous, utcnow()))
         previous = faults[-1][1]
