@@ -883,7 +883,7 @@ class Options:
     deliveries: int = 20_000
     workers: int = 2
     naive_deliveries: int = 3_000
-    rate: float | None = None  # None: 1,500/s, or 80% of the measured throughput if that is lower
+    rate: float | None = None  # None: 1,500/s, or half the measured throughput if that is lower
     scaling: bool = True
     latency: bool = True
     embedded: bool = True
@@ -947,7 +947,9 @@ def run(opts: Options) -> dict[str, Any]:
         )
     paced = None
     if opts.latency:
-        rate = opts.rate or min(TARGET_RATE, round(0.8 * main.stories_per_second))
+        # Half the measured rate: on a machine shared with other jobs a rate near the measured one
+        # builds a backlog as soon as their load rises, and the percentiles then measure the backlog.
+        rate = opts.rate or min(TARGET_RATE, round(0.5 * main.stories_per_second))
         paced = run_akhbar(
             lines,
             workers=opts.workers,
@@ -1096,7 +1098,7 @@ def main(argv: list[str] | None = None) -> None:
         "--rate",
         type=float,
         default=None,
-        help="deliveries/s for the latency run (default 1,500, or 80%% of the measured rate if lower)",
+        help="deliveries/s for the latency run (default 1,500, or half the measured rate if lower)",
     )
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
