@@ -161,7 +161,8 @@ def build_records(
     originals = rows[:n_orig]
     keyed: list[tuple[float, dict[str, Any]]] = [(float(i), r) for i, r in enumerate(originals)]
     kinds: Counter[str] = Counter(original=n_orig)
-    names, weights = zip(*VARIANTS, strict=True)
+    names = [name for name, _ in VARIANTS]
+    weights = [weight for _, weight in VARIANTS]
     for serial in range(n - n_orig):
         i = rnd.randrange(n_orig)
         kind = rnd.choices(names, weights)[0]
@@ -513,9 +514,11 @@ def rss_summary(samples: list[tuple[float, list[float]]]) -> dict[str, float]:
 
 
 def _akhbar_settings(database_url: str, prefix: str, redis_url: str) -> Any:
+    from pydantic import SecretStr
+
     from akhbar.settings import Settings
 
-    return Settings(database_url=database_url, redis_url=redis_url, redis_prefix=prefix)
+    return Settings(database_url=database_url, redis_url=SecretStr(redis_url), redis_prefix=prefix)
 
 
 def run_akhbar(
