@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from models import bulk
 from models.base import insert_for, utcnow
 from models.delivery import Delivery
 from models.story import Fingerprint, SourceKey, Story, StoryVersion
@@ -180,31 +181,50 @@ def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]]) 
     Rows go in key order, so two batches claiming overlapping keys lock them in the same order
     and cannot deadlock on each other; a key held by a transaction still running is waited for.
     """
-    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None, "version": 1}
-            for s, i, d in sorted(claims)]
-    if not rows:
+    ordered = sorted(claims)
+    if not ordered:
         return set()
+    conn = _connection(session)
+    if conn.dialect.name == "postgresql":
+        sources, source_ids, delivery_ids = zip(*ordered, strict=True)
+        result = bulk.insert_columns(conn, _SK, {
+            "source": sources, "source_id": source_ids, "delivery_id": delivery_ids,
+            "story_id": [None] * len(ordered), "version": [1] * len(ordered),
+        }, conflict=("source", "source_id"), returning=("source", "source_id"))
+        return {(source, source_id) for source, source_id in result}
+    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None, "version": 1}
+            for s, i, d in ordered]
     stmt = (insert_for(session)(_SK).on_conflict_do_nothing(index_elements=["source", "source_id"])
             .returning(_SK.c.source, _SK.c.source_id))
-    return {(source, source_id) for source, source_id in _connection(session).execute(stmt, rows)}
+    return {(source, source_id) for source, source_id in conn.execute(stmt, rows)}
 
 
 def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]]) -> set[str]:
     """Claim each content hash for its delivery id in one statement; returns the hashes won."""
-    rows = [{"content_hash": h, "delivery_id": d, "story_id": None, "version": 1} for h, d in sorted(claims)]
-    if not rows:
+    ordered = sorted(claims)
+    if not ordered:
         return set()
+    conn = _connection(session)
+    if conn.dialect.name == "postgresql":
+        hashes, delivery_ids = zip(*ordered, strict=True)
+        return set(bulk.insert_columns(conn, _FP, {
+            "content_hash": hashes, "delivery_id": delivery_ids, "story_id": [None] * len(ordered),
+            "version": [1] * len(ordered),
+        }, conflict=("content_hash",), returning=("content_hash",)).scalars())
+    rows = [{"content_hash": h, "delivery_id": d, "story_id": None, "version": 1} for h, d in ordered]
     stmt = (insert_for(session)(_FP).on_conflict_do_nothing(index_elements=["content_hash"])
             .returning(_FP.c.content_hash))
-    return set(_connection(session).execute(stmt, rows).scalars())
+    return set(conn.execute(stmt, rows).scalars())
 
 
 def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str, int]:
     """Insert new stories (each with its first version); returns story ids by canonical delivery id."""
     if not stories:
         return {}
-    rows = [{"version": 1, "withdrawn": False, **values} for values in stories]
     conn = _connection(session)
+    if conn.dialect.name == "postgresql":
+        return _create_stories_pg(conn, stories)
+    rows = [{"version": 1, "withdrawn": False, **values} for values in stories]
     stmt = insert(_STORY).returning(_STORY.c.canonical_delivery_id, _STORY.c.id)
     ids: dict[str, int] = dict(conn.execute(stmt, rows).tuples().all())
     conn.execute(insert(_VERSION), [
@@ -213,6 +233,29 @@ def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str,
          "content_hash": v["content_hash"], "changes": None}
         for v in stories
     ])
+    return ids
+
+
+STORY_COLUMNS = ("canonical_delivery_id", "source", "source_id", "title", "body", "paragraphs",
+                 "normalized_title", "normalized_body", "content_hash", "url", "published_at", "language",
+                 "enrichment", "enrichment_version", "pipeline_version")
+
+
+def _create_stories_pg(conn: Connection, stories: list[dict[str, Any]]) -> dict[str, int]:
+    """:func:`create_stories` on PostgreSQL: one INSERT over unnest per table."""
+    n = len(stories)
+    now = utcnow()
+    columns: dict[str, Any] = {c: [v[c] for v in stories] for c in STORY_COLUMNS}
+    columns |= {"version": [1] * n, "withdrawn": [False] * n, "created_at": [now] * n,
+                "updated_at": [now] * n}
+    ids: dict[str, int] = dict(bulk.insert_columns(
+        conn, _STORY, columns, returning=("canonical_delivery_id", "id")).tuples().all())
+    canonical = columns["canonical_delivery_id"]
+    bulk.insert_columns(conn, _VERSION, {
+        "story_id": [ids[d] for d in canonical], "version": [1] * n, "delivery_id": canonical,
+        "title": columns["title"], "body": columns["body"], "paragraphs": columns["paragraphs"],
+        "content_hash": columns["content_hash"], "changes": [None] * n, "created_at": [now] * n,
+    })
     return ids
 
 
@@ -275,12 +318,19 @@ def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set
     if not deliveries:
         return set()
     now = utcnow()
+    conn = _connection(session)
+    if conn.dialect.name == "postgresql":
+        columns = {c: [values.get(c) for values in deliveries] for c in DELIVERY_COLUMNS}
+        columns["processed_at"] = [at or now for at in columns["processed_at"]]
+        columns["attempts"] = [1] * len(deliveries)
+        result = bulk.insert_columns(conn, _DELIVERY, columns, conflict=("id",), returning=("id",))
+        return set(result.scalars())
     # executemany needs the same keys in every row
     rows = [{c: values.get(c) for c in DELIVERY_COLUMNS} | {"processed_at": values.get("processed_at") or now}
             for values in deliveries]
     stmt = (insert_for(session)(_DELIVERY).on_conflict_do_nothing(index_elements=["id"])
             .returning(_DELIVERY.c.id))
-    return set(_connection(session).execute(stmt, rows).scalars())
+    return set(conn.execute(stmt, rows).scalars())
 
 
 def guid_versions_pattern(guid: str) -> str:

@@ -293,9 +293,15 @@ def start_executions(session: Session, *, delivery_ids: Sequence[str], task_id: 
     """
     if not delivery_ids:
         return {}
+    now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    now = utcnow()
+        # One statement over unnest of the ids: its text is the same for every batch size.
+        session.flush()
+        rows = session.connection().exec_driver_sql(_START_SQL, {
+            "ids": list(delivery_ids), "task_id": task_id, "attempt": attempt, "worker": worker, "pid": pid,
+            "now": now})
+        return {delivery_id: exec_id for exec_id, delivery_id in rows}
     insert = insert_for(session)
     stmt = insert(Execution).values([
         {"delivery_id": d, "task_id": task_id, "attempt": attempt, "worker": worker, "pid": pid,
@@ -304,11 +310,32 @@ def start_executions(session: Session, *, delivery_ids: Sequence[str], task_id: 
     return {delivery_id: exec_id for exec_id, delivery_id in session.execute(stmt)}
 
 
+_START_SQL = (
+    "INSERT INTO executions (delivery_id, task_id, attempt, worker, pid, started_at)"
+    " SELECT u.delivery_id, %(task_id)s, %(attempt)s, %(worker)s, %(pid)s, %(now)s"
+    " FROM unnest(%(ids)s::varchar[]) WITH ORDINALITY AS u(delivery_id, n) ORDER BY u.n"
+    " RETURNING id, delivery_id"
+)
+_FINISH_SQL = (
+    "UPDATE executions SET outcome = u.outcome, error = u.error, finished_at = %(now)s"
+    " FROM unnest(%(ids)s::int[], %(outcomes)s::varchar[], %(errors)s::text[]) AS u(id, outcome, error)"
+    " WHERE executions.id = u.id"
+)
+
+
 def finish_executions(session: Session, outcomes: dict[int, tuple[str, str | None]]) -> None:
     """Finish execution records: ``{execution id: (outcome, error)}``."""
     if not outcomes:
         return
     now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        # One UPDATE over unnest of (id, outcome, error), not one per distinct outcome.
+        ids = sorted(outcomes)
+        session.flush()
+        session.connection().exec_driver_sql(_FINISH_SQL, {
+            "ids": ids, "outcomes": [outcomes[i][0] for i in ids], "errors": [outcomes[i][1] for i in ids],
+            "now": now})
+        return
     by_outcome: dict[tuple[str, str | None], list[int]] = {}
     for exec_id, key in outcomes.items():
         by_outcome.setdefault(key, []).append(exec_id)

@@ -1,0 +1,79 @@
+"""The write path's batch statements on PostgreSQL (one INSERT over unnest per table) store exactly
+what SQLAlchemy's Core insert of the same rows stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import insert, text
+
+from models import bulk, ledger
+from models import ingest as queries
+from models.delivery import Delivery
+
+
+def _rows(prefix: str) -> list[dict[str, Any]]:
+    at = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
+    return [
+        dict(id=f"{prefix}-1", source="wire", source_id="a", format="json", run_id="r", correlation_id="c",
+             received_at=at, processed_at=at, status="new", story_id=None, version=1, duplicate_of=None,
+             content_hash="h1", title="خبر", body="نص الخبر", record={"url": None, "extra": {"k": ["ع"]}},
+             raw=None, error=None),
+        # a naive timestamp is UTC; another zone is the same instant
+        dict(id=f"{prefix}-2", source="wire", source_id=None, format="xml", run_id=None, correlation_id="c",
+             received_at=datetime(2026, 11, 26, 5, 1),
+             processed_at=datetime(2026, 11, 26, 8, 2, tzinfo=timezone(timedelta(hours=3))),
+             status="rejected", story_id=None, version=None, duplicate_of=None, content_hash=None,
+             title=None, body=None, record=None, raw=b"\x00\xff<bad>",
+             error={"code": "too_large", "message": "x"}),
+    ]
+
+
+def _stored(session: Any, prefix: str) -> list[dict[str, Any]]:
+    # The whole row as JSON (a JSON null and an SQL NULL differ there), without the id's prefix.
+    return [dict(r[0], id=r[0]["id"].split("-", 1)[1]) for r in session.execute(text(
+        "SELECT to_jsonb(d) FROM deliveries d WHERE id LIKE :p ORDER BY id"), {"p": f"{prefix}-%"})]
+
+
+def test_unnest_insert_stores_what_the_core_insert_stores(db_session) -> None:
+    table = Delivery.__table__
+    columns = (*queries.DELIVERY_COLUMNS, "attempts")
+    db_session.connection().execute(insert(table), [{c: r.get(c, 1) for c in columns} for r in _rows("core")])
+    assert queries.insert_deliveries(db_session, _rows("unnest")) == {"unnest-1", "unnest-2"}
+    core, unnest = _stored(db_session, "core"), _stored(db_session, "unnest")
+    assert len(core) == 2
+    assert unnest == core
+    assert core[0]["error"] is None and core[1]["record"] is None  # JSON null, as Core writes None
+    assert db_session.execute(text("SELECT count(*) FROM deliveries WHERE id LIKE 'unnest-%'"
+                                   " AND error IS NULL")).scalar() == 0
+
+
+def test_unnest_insert_skips_conflicts_and_keeps_row_order(db_session) -> None:
+    rows = _rows("conflict")
+    assert queries.insert_deliveries(db_session, rows[:1]) == {"conflict-1"}
+    # an id already stored, and the same id twice in one batch: the first one is kept
+    again = [rows[0], rows[1], dict(rows[1], status="new")]
+    assert queries.insert_deliveries(db_session, again) == {"conflict-2"}
+    status = db_session.execute(text("SELECT status FROM deliveries WHERE id = 'conflict-2'")).scalar()
+    assert status == "rejected"
+    sql = bulk.insert_sql(Delivery.__table__, ("id", "record"), conflict=("id",), returning=("id",))
+    assert "WITH ORDINALITY" in sql and "ORDER BY u.n" in sql and "CAST(u.c1 AS jsonb)" in sql
+
+
+def test_execution_records_start_and_finish_in_one_statement_each(db_session) -> None:
+    ids = ledger.start_executions(db_session, delivery_ids=["ex-1", "ex-2", "ex-3"], task_id="t-ex",
+                                  attempt=2, worker="w", pid=123)
+    assert sorted(ids) == ["ex-1", "ex-2", "ex-3"]
+    assert ids["ex-1"] < ids["ex-2"] < ids["ex-3"]  # in the order given
+    ledger.finish_executions(db_session, {ids["ex-1"]: ("stored", None),
+                                          ids["ex-2"]: ("timeout", "Traceback")})
+    rows = db_session.execute(text(
+        "SELECT delivery_id, task_id, attempt, worker, pid, outcome, error, finished_at IS NOT NULL,"
+        " finished_at >= started_at FROM executions WHERE task_id = 't-ex' ORDER BY delivery_id")).all()
+    assert [tuple(r) for r in rows] == [
+        ("ex-1", "t-ex", 2, "w", 123, "stored", None, True, True),
+        ("ex-2", "t-ex", 2, "w", 123, "timeout", "Traceback", True, True),
+        ("ex-3", "t-ex", 2, "w", 123, None, None, False, None),
+    ]
+    assert ledger.history(db_session, ["ex-1", "ex-2", "ex-3"])["ex-2"].timeouts == 1
