@@ -31,7 +31,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -170,37 +170,102 @@ class RunningMarks:
     together again at once, instead of one transaction each. A mark that cannot be written or read
     (Redis away) only loses the attribution: every delivery of the lost attempt is then a suspect,
     which is slower, never less safe.
+
+    A mark is sent without waiting for Redis's reply: the SET is in the socket before the delivery
+    starts, and bytes written to a socket reach Redis even when the process is killed right after,
+    which is all a mark has to survive. Redis runs a connection's commands in order, so a later read
+    of the mark on the same connection sees it, and one on another connection (the redelivered
+    message, in another process) comes after the worker's death. The replies are read together
+    before the next command whose reply is needed (:meth:`read`, :meth:`clear`), or when
+    :data:`MAX_PENDING` wait. A refused SET (an error reply) is logged then; the marks after it
+    still name the delivery running, as each one replaces the last. The marks hold a connection
+    of their own between commands.
     """
+
+    # Replies left unread at most: 5 bytes each ("+OK\r\n"), far below a socket's buffer.
+    MAX_PENDING = 256
 
     def __init__(self, client: Any, prefix: str, ttl: int) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self._conn: Any = None
+        self._pending = 0
 
     def _key(self, attempt: Attempt) -> str:
         return f"{self.prefix}:running:{attempt.task_id}:{attempt.attempt}"
 
-    def mark(self, attempt: Attempt, delivery_id: str) -> bool:
+    def _drop(self) -> None:
+        """Give up the connection: an exchange that failed or was interrupted half-way leaves it
+        in an unknown state (the next command connects again)."""
+        conn, self._conn, self._pending = self._conn, None, 0
+        if conn is not None:
+            with suppress(Exception):
+                conn.disconnect()
+            with suppress(Exception):
+                self.client.connection_pool.release(conn)
+
+    def _drain(self) -> None:
+        """Read the replies of the commands sent without waiting (an error reply is logged)."""
+        import redis
+
         try:
-            self.client.set(self._key(attempt), delivery_id, ex=self.ttl)
+            while self._pending:
+                self._pending -= 1
+                try:
+                    self._conn.read_response(disable_decoding=True)
+                except redis.ResponseError as exc:
+                    log.warning("running_mark_failed", error=repr(exc)[:300])
+        except BaseException:
+            self._drop()
+            raise
+
+    def _send(self, *args: Any) -> Any:
+        if self._pending >= self.MAX_PENDING:
+            self._drain()
+        if self._conn is None:
+            self._conn = self.client.connection_pool.get_connection()
+        try:
+            self._conn.send_packed_command(self._conn.pack_command(*args), check_health=False)
+        except BaseException:
+            self._drop()
+            raise
+        return self._conn
+
+    def mark(self, attempt: Attempt, delivery_id: str) -> bool:
+        """Send the mark of ``delivery_id``, not waiting for the reply; False if it could not be
+        sent (the caller then stops marking for this attempt)."""
+        try:
+            self._send("SET", self._key(attempt), delivery_id, "EX", self.ttl)
         except Exception as exc:  # redis errors: the attribution is lost, nothing else
             log.warning("running_mark_failed", error=repr(exc)[:300])
             return False
+        self._pending += 1
         return True
 
     def read(self, attempt: Attempt) -> str | None:
         try:
-            value = self.client.get(self._key(attempt))
+            self._drain()
+            conn = self._send("GET", self._key(attempt))
+            try:
+                value = conn.read_response()
+            except BaseException:
+                self._drop()
+                raise
         except Exception as exc:
             log.warning("running_mark_failed", error=repr(exc)[:300])
             return None
         return value.decode() if isinstance(value, bytes) else value
 
     def clear(self, attempt: Attempt) -> None:
+        """Delete the attempt's mark; its reply is read with the next command's."""
         try:
-            self.client.delete(self._key(attempt))
+            self._drain()
+            self._send("DEL", self._key(attempt))
         except Exception as exc:
             log.warning("running_mark_failed", error=repr(exc)[:300])
+            return
+        self._pending += 1
 
 
 _MARKS: dict[int, RunningMarks] = {}
