@@ -53,7 +53,8 @@ class StoryVersion(Base):
     __table_args__ = (UniqueConstraint("story_id", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), index=True)
+    # Looked up through the unique (story_id, version) index: no index of its own.
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     delivery_id: Mapped[str] = mapped_column(String(36))
     title: Mapped[str | None] = mapped_column(Text)
