@@ -7,6 +7,10 @@ as ``INSERT ... SELECT ... FROM unnest(:col1, :col2, ...)`` are one statement te
 column set (psycopg prepares it on the server after a few runs), with one array parameter per
 column. Rows go in the order given (``WITH ORDINALITY``), so claims keep their lock order.
 
+The arrays go in psycopg's binary format (``%(name)b``): in the text format every element is
+quoted and escaped by a regular expression in Python, which for a batch of story texts costs more
+than the rest of the statement (about 8 ms against 0.3 ms for 50 corpus-sized strings).
+
 Values are stored exactly as the Core insert stores them: JSON columns through the engine's JSON
 serializer (a Python ``None`` is the JSON ``null``, as SQLAlchemy's JSON type writes it), and
 columns of a ``TypeDecorator`` (the UTC timestamps) through its ``process_bind_param``.
@@ -40,16 +44,16 @@ def _is_json(column_type: Any) -> bool:
 @lru_cache(maxsize=64)
 def insert_sql(table: Table, columns: tuple[str, ...], *, conflict: tuple[str, ...] | None = None,
                returning: tuple[str, ...] = ()) -> str:
-    """``INSERT INTO table (columns) SELECT ... FROM unnest(%(c0)s::type[], ...)`` in the given
+    """``INSERT INTO table (columns) SELECT ... FROM unnest(%(c0)b::type[], ...)`` in the given
     row order, ``ON CONFLICT (conflict) DO NOTHING`` when ``conflict`` is given."""
     params, exprs = [], []
     for i, name in enumerate(columns):
         column_type = table.c[name].type
         if _is_json(column_type):
-            params.append(f"%(c{i})s::text[]")
+            params.append(f"%(c{i})b::text[]")
             exprs.append(f"CAST(u.c{i} AS jsonb)")
         else:
-            params.append(f"%(c{i})s::{column_type.compile(dialect=_DIALECT)}[]")
+            params.append(f"%(c{i})b::{column_type.compile(dialect=_DIALECT)}[]")
             exprs.append(f"u.c{i}")
     aliases = ", ".join(f"c{i}" for i in range(len(columns)))
     sql = (f"INSERT INTO {_quote(table.name)} ({', '.join(_quote(c) for c in columns)})"

@@ -9,7 +9,7 @@ and then reads the winner's row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -175,46 +175,65 @@ _VERSION = cast(Table, StoryVersion.__table__)
 _DELIVERY = cast(Table, Delivery.__table__)
 
 
-def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
+StoryRef = tuple[int | None, int]
+
+
+def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]], *,
+                      stories: Mapping[tuple[str, str], StoryRef] | None = None) -> set[tuple[str, str]]:
     """Claim each (source, source_id) for its delivery id in one statement; returns the keys won.
 
+    ``stories`` gives the (story id, version) a key points at once claimed (default: none yet,
+    version 1), so that a key of a story created beforehand needs no UPDATE afterwards.
     Rows go in key order, so two batches claiming overlapping keys lock them in the same order
     and cannot deadlock on each other; a key held by a transaction still running is waited for.
     """
     ordered = sorted(claims)
     if not ordered:
         return set()
+    refs = [(stories or {}).get((s, i), (None, 1)) for s, i, _ in ordered]
     conn = _connection(session)
     if conn.dialect.name == "postgresql":
         sources, source_ids, delivery_ids = zip(*ordered, strict=True)
         result = bulk.insert_columns(conn, _SK, {
             "source": sources, "source_id": source_ids, "delivery_id": delivery_ids,
-            "story_id": [None] * len(ordered), "version": [1] * len(ordered),
+            "story_id": [story for story, _ in refs], "version": [version for _, version in refs],
         }, conflict=("source", "source_id"), returning=("source", "source_id"))
         return {(source, source_id) for source, source_id in result}
-    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": None, "version": 1}
-            for s, i, d in ordered]
+    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": story, "version": version}
+            for (s, i, d), (story, version) in zip(ordered, refs, strict=True)]
     stmt = (insert_for(session)(_SK).on_conflict_do_nothing(index_elements=["source", "source_id"])
             .returning(_SK.c.source, _SK.c.source_id))
     return {(source, source_id) for source, source_id in conn.execute(stmt, rows)}
 
 
-def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]]) -> set[str]:
-    """Claim each content hash for its delivery id in one statement; returns the hashes won."""
+def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]], *,
+                       stories: Mapping[str, StoryRef] | None = None) -> set[str]:
+    """Claim each content hash for its delivery id in one statement; returns the hashes won.
+    ``stories`` as in :func:`claim_source_keys`."""
     ordered = sorted(claims)
     if not ordered:
         return set()
+    refs = [(stories or {}).get(h, (None, 1)) for h, _ in ordered]
     conn = _connection(session)
     if conn.dialect.name == "postgresql":
         hashes, delivery_ids = zip(*ordered, strict=True)
         return set(bulk.insert_columns(conn, _FP, {
-            "content_hash": hashes, "delivery_id": delivery_ids, "story_id": [None] * len(ordered),
-            "version": [1] * len(ordered),
+            "content_hash": hashes, "delivery_id": delivery_ids, "story_id": [story for story, _ in refs],
+            "version": [version for _, version in refs],
         }, conflict=("content_hash",), returning=("content_hash",)).scalars())
-    rows = [{"content_hash": h, "delivery_id": d, "story_id": None, "version": 1} for h, d in ordered]
+    rows = [{"content_hash": h, "delivery_id": d, "story_id": story, "version": version}
+            for (h, d), (story, version) in zip(ordered, refs, strict=True)]
     stmt = (insert_for(session)(_FP).on_conflict_do_nothing(index_elements=["content_hash"])
             .returning(_FP.c.content_hash))
     return set(conn.execute(stmt, rows).scalars())
+
+
+def delete_stories(session: Session, story_ids: Iterable[int]) -> None:
+    """Delete stories this transaction created and no key or delivery points at (their versions
+    go with them): the stories of deliveries that lost a key claim to a concurrent batch."""
+    ids = sorted(set(story_ids))
+    if ids:
+        _connection(session).execute(_STORY.delete().where(_STORY.c.id.in_(ids)))
 
 
 def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str, int]:
@@ -259,7 +278,7 @@ def _create_stories_pg(conn: Connection, stories: list[dict[str, Any]]) -> dict[
     return ids
 
 
-def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, int]],
+def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int | None, int]],
                      fingerprints: list[tuple[str, int, int]]) -> None:
     """Point claimed keys at their stories: (source, source_id, story_id, version) and
     (content_hash, story_id, version), one UPDATE per table.
@@ -278,7 +297,7 @@ def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, in
             s, i, story, v = zip(*sorted(source_keys), strict=True)
             conn.exec_driver_sql(
                 "UPDATE source_keys SET story_id = k.story_id, version = k.version"
-                " FROM unnest(%(s)s::varchar[], %(i)s::varchar[], %(story)s::int[], %(v)s::int[])"
+                " FROM unnest(%(s)b::varchar[], %(i)b::varchar[], %(story)b::int[], %(v)b::int[])"
                 " AS k(source, source_id, story_id, version)"
                 " WHERE source_keys.source = k.source AND source_keys.source_id = k.source_id",
                 {"s": list(s), "i": list(i), "story": list(story), "v": list(v)})
@@ -286,7 +305,7 @@ def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, in
             h, story, v = zip(*sorted(fingerprints), strict=True)
             conn.exec_driver_sql(
                 "UPDATE fingerprints SET story_id = k.story_id, version = k.version"
-                " FROM unnest(%(h)s::varchar[], %(story)s::int[], %(v)s::int[])"
+                " FROM unnest(%(h)b::varchar[], %(story)b::int[], %(v)b::int[])"
                 " AS k(content_hash, story_id, version)"
                 " WHERE fingerprints.content_hash = k.content_hash",
                 {"h": list(h), "story": list(story), "v": list(v)})
@@ -309,7 +328,7 @@ def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int, in
 
 DELIVERY_COLUMNS = ("id", "source", "source_id", "format", "run_id", "correlation_id", "received_at",
                     "processed_at", "status", "story_id", "version", "duplicate_of", "content_hash", "title",
-                    "body", "record", "raw", "error")
+                    "body", "record", "raw", "error", "neardup_signature")
 
 
 def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> set[str]:

@@ -313,12 +313,12 @@ def start_executions(session: Session, *, delivery_ids: Sequence[str], task_id: 
 _START_SQL = (
     "INSERT INTO executions (delivery_id, task_id, attempt, worker, pid, started_at)"
     " SELECT u.delivery_id, %(task_id)s, %(attempt)s, %(worker)s, %(pid)s, %(now)s"
-    " FROM unnest(%(ids)s::varchar[]) WITH ORDINALITY AS u(delivery_id, n) ORDER BY u.n"
+    " FROM unnest(%(ids)b::varchar[]) WITH ORDINALITY AS u(delivery_id, n) ORDER BY u.n"
     " RETURNING id, delivery_id"
 )
 _FINISH_SQL = (
     "UPDATE executions SET outcome = u.outcome, error = u.error, finished_at = %(now)s"
-    " FROM unnest(%(ids)s::int[], %(outcomes)s::varchar[], %(errors)s::text[]) AS u(id, outcome, error)"
+    " FROM unnest(%(ids)b::int[], %(outcomes)b::varchar[], %(errors)b::text[]) AS u(id, outcome, error)"
     " WHERE executions.id = u.id"
 )
 

@@ -38,8 +38,8 @@ def _stored(session: Any, prefix: str) -> list[dict[str, Any]]:
 
 def test_unnest_insert_stores_what_the_core_insert_stores(db_session) -> None:
     table = Delivery.__table__
-    columns = (*queries.DELIVERY_COLUMNS, "attempts")
-    db_session.connection().execute(insert(table), [{c: r.get(c, 1) for c in columns} for r in _rows("core")])
+    core_rows = [{c: r.get(c) for c in queries.DELIVERY_COLUMNS} | {"attempts": 1} for r in _rows("core")]
+    db_session.connection().execute(insert(table), core_rows)
     assert queries.insert_deliveries(db_session, _rows("unnest")) == {"unnest-1", "unnest-2"}
     core, unnest = _stored(db_session, "core"), _stored(db_session, "unnest")
     assert len(core) == 2
@@ -77,3 +77,69 @@ def test_execution_records_start_and_finish_in_one_statement_each(db_session) ->
         ("ex-3", "t-ex", 2, "w", 123, None, None, False, None),
     ]
     assert ledger.history(db_session, ["ex-1", "ex-2", "ex-3"])["ex-2"].timeouts == 1
+
+
+def test_a_batch_losing_a_content_claim_keeps_its_source_key_on_the_winners_story(migrated_pg) -> None:
+    """The stories of a batch are created before its keys are claimed, with the keys pointing at
+    them; a delivery that then loses its content claim to a concurrent batch is a duplicate, its
+    story is deleted again, and the source key it won points at the winner's story."""
+    import threading
+    import uuid
+
+    from sqlalchemy import delete, func, select
+
+    from models import Delivery as DeliveryRow
+    from models import Fingerprint, SourceKey, Story, StoryVersion
+    from models.session import session_factory
+    from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
+    from worker.pipeline import process_batch
+
+    source = f"claim-{uuid.uuid4().hex[:8]}"
+    body = "أعلنت الوزارة اليوم عن خطة جديدة لتطوير النقل العام في المدن الكبرى خلال العام المقبل."
+
+    def msg(sid: str, text: str) -> DeliveryMessage:
+        record = Delivery(id=sid, source=source, title="خبر", body=text)
+        return DeliveryMessage(delivery_id=new_delivery_id(), received_at=datetime.now(UTC),
+                               correlation_id="c", run_id="claims", record=record)
+
+    first, same_text = msg("c1", body), msg("c2", body)
+    other = msg("c3", body + " وأضافت أن التنفيذ يبدأ قريبا.")
+    sessions = session_factory(migrated_pg, write=True)
+    statuses: list[str] = []
+    try:
+        with sessions.begin() as s1:
+            assert [o.status for o in process_batch(s1, IngestBatch(deliveries=[first]))] == ["new"]
+
+            def run() -> None:
+                with sessions.begin() as s2:
+                    outcomes = process_batch(s2, IngestBatch(deliveries=[same_text, other]))
+                    statuses.extend(o.status for o in outcomes)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(1.5)
+            assert thread.is_alive(), "the second batch waits for the first one's content claim"
+        thread.join(30)
+        assert statuses == ["duplicate", "new"]
+        with sessions() as s:
+            stories = dict(s.execute(select(Story.canonical_delivery_id, Story.id)
+                                     .where(Story.source == source)).tuples().all())
+            assert sorted(stories) == sorted([first.delivery_id, other.delivery_id])
+            keys = {k.source_id: (k.delivery_id, k.story_id, k.version) for k in s.scalars(
+                select(SourceKey).where(SourceKey.source == source))}
+            assert keys == {"c1": (first.delivery_id, stories[first.delivery_id], 1),
+                            "c2": (same_text.delivery_id, stories[first.delivery_id], 1),
+                            "c3": (other.delivery_id, stories[other.delivery_id], 1)}
+            row = s.get(DeliveryRow, same_text.delivery_id)
+            assert (row.status, row.story_id, row.duplicate_of) == (
+                "duplicate", stories[first.delivery_id], first.delivery_id)
+            assert s.scalar(select(func.count()).select_from(StoryVersion).where(
+                StoryVersion.story_id.in_(stories.values()))) == 2
+    finally:
+        with sessions.begin() as s:
+            ids = s.scalars(select(Story.id).where(Story.source == source)).all()
+            s.execute(delete(DeliveryRow).where(DeliveryRow.source == source))
+            s.execute(delete(SourceKey).where(SourceKey.source == source))
+            s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
+            s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
+            s.execute(delete(Story).where(Story.id.in_(ids)))

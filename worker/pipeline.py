@@ -404,8 +404,9 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
                       timeouts: tuple[type[BaseException], ...],
                       failed: list[Outcome], neardup_index: CandidateIndex | None = None) -> list[Outcome]:
     """The batch through the stages with batch-level queries: one SELECT for the key holders, one
-    INSERT ... ON CONFLICT per key table for the claims, one INSERT each for the stories, their
-    versions and the deliveries, one UPDATE per key table. CPU work runs per delivery, under
+    INSERT each for the stories and their versions, then one INSERT ... ON CONFLICT per key table
+    for the claims (the keys already point at the stories they end in), one INSERT for the
+    deliveries (with the new stories' near-duplicate signatures). CPU work runs per delivery, under
     ``around``. Raises :class:`_OneByOne` when the batch has to be run one delivery at a time."""
     items = [_Item(msg, Outcome(msg.delivery_id, "rejected")) for msg in todo]
 
@@ -473,15 +474,24 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         live = [it for it in live if it.live]
         new = _classify(live, by_key, by_hash)
 
-    # 4. claim the keys; a key a concurrent batch won meanwhile makes this delivery its duplicate
+    # 4. the new stories, then the keys claimed already pointing at the stories they end in (no
+    # UPDATE of the key rows just inserted); a key a concurrent batch won meanwhile makes this
+    # delivery its duplicate, and the story it had created is deleted again
+    started = time.perf_counter()
+    story_ids = queries.create_stories(session, [_story_values(it) for it in new])
+    for it in new:
+        it.outcome.story_id, it.version = story_ids[it.msg.delivery_id], 1
+    persist_s = time.perf_counter() - started
     started = time.perf_counter()
     claimers = [it for it in live if it.claims_source]
-    won = queries.claim_source_keys(session, [(*it.source_key(), it.msg.delivery_id) for it in claimers])
+    won = queries.claim_source_keys(session, [(*it.source_key(), it.msg.delivery_id) for it in claimers],
+                                    stories={it.source_key(): _claimed_story(it) for it in claimers})
     lost = [it for it in claimers if it.source_key() not in won]
     lost_ids = {id(it) for it in lost}
     fp_claims = [it for it in new if id(it) not in lost_ids]
     won_hashes = queries.claim_fingerprints(
-        session, [(it.norm.content_hash, it.msg.delivery_id) for it in fp_claims if it.norm is not None])
+        session, [(it.norm.content_hash, it.msg.delivery_id) for it in fp_claims if it.norm is not None],
+        stories={it.norm.content_hash: (it.outcome.story_id, 1) for it in fp_claims if it.norm is not None})
     lost_fp = [it for it in fp_claims if it.norm is not None and it.norm.content_hash not in won_hashes]
     if lost or lost_fp:
         raced = {id(it) for it in (*lost, *lost_fp)}
@@ -501,20 +511,17 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
             if holder is None:
                 raise _OneByOne("a lost content claim has no holder")
             it.match, it.key = _match(holder, "content"), "content"
+        # The source keys won by deliveries that lost their content claim point at the holder's
+        # story; then the stories of the deliveries that turned out duplicates go.
+        queries.attach_keys_many(session, [(*it.source_key(), *_claimed_story(it)) for it in lost_fp], [])
+        queries.delete_stories(session, [story_ids[it.msg.delivery_id] for it in new if it.duplicate])
         new = [it for it in new if not it.duplicate]
     dedup_s += time.perf_counter() - started
 
-    # 5. persist: the stories, then every delivery's outcome
+    # 5. persist every delivery's outcome
     started = time.perf_counter()
-    story_ids = queries.create_stories(session, [_story_values(it) for it in new])
-    key_updates: list[tuple[str, str, int, int]] = []
-    hash_updates: list[tuple[str, int, int]] = []
     for it in new:
-        assert it.norm is not None
-        created = story_ids[it.msg.delivery_id]
-        it.outcome.status, it.outcome.story_id, it.version = "new", created, 1
-        key_updates.append((*it.source_key(), created, 1))
-        hash_updates.append((it.norm.content_hash, created, 1))
+        it.outcome.status = "new"
     for it in live:
         if not it.duplicate:
             continue
@@ -526,21 +533,28 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
             story_id, it.version = earlier.outcome.story_id, earlier.version
             duplicate_of = earlier.msg.delivery_id
         it.outcome.status, it.outcome.story_id, it.outcome.duplicate_of = "duplicate", story_id, duplicate_of
-        if it.key == "content" and story_id is not None:
-            key_updates.append((*it.source_key(), story_id, it.version))
-    queries.attach_keys_many(session, key_updates, hash_updates)
-    rows = [_delivery_values(it) for it in items if not it.charged]
+    # The new stories' near-duplicate signatures go in with their deliveries' rows (the index is
+    # rebuilt from them), not in an UPDATE of the rows just inserted.
+    signing = time.perf_counter()
+    near_items = [] if neardup_index is None else [
+        _neardup_item(it.msg, it.norm, it.outcome.story_id)
+        for it in new if it.norm is not None and it.outcome.story_id is not None]
+    signatures: dict[str, bytes] = {}
+    for near in near_items:
+        signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
+        near.signature_stored = True
+    signed_ms = (time.perf_counter() - signing) * 1000
+    rows = [_delivery_values(it, signatures.get(it.msg.delivery_id)) for it in items if not it.charged]
     stored = queries.insert_deliveries(session, rows)
     if len(stored) != len(rows):
         raise _OneByOne("a delivery of the batch was recorded meanwhile")
-    persist_ms = round((time.perf_counter() - started) * 1000 / max(len(rows), 1), 3)
+    persist_s += time.perf_counter() - started - signed_ms / 1000
+    persist_ms = round(persist_s * 1000 / max(len(rows), 1), 3)
 
     # 5b. near-duplicates: a new story may be the same story as a stored one (or an earlier one of
     # the batch); it is then folded into that story, and the stories it links are merged
     folded: dict[int, int] = {}
-    neardup = neardup_stage.apply(session, neardup_index, [
-        _neardup_item(it.msg, it.norm, it.outcome.story_id)
-        for it in new if it.norm is not None and it.outcome.story_id is not None], moved=folded)
+    neardup = neardup_stage.apply(session, neardup_index, near_items, moved=folded, signed_ms=signed_ms)
     for it in new:
         decision = neardup.get(it.msg.delivery_id)
         if decision is None or decision.status == "new":
@@ -591,6 +605,17 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     return outcomes
 
 
+def _claimed_story(it: _Item) -> tuple[int | None, int]:
+    """The (story id, version) a delivery's claimed source key points at: its own new story, or
+    for a duplicate by content the story (and version) of the delivery it duplicates."""
+    if it.match is not None:
+        story_id = it.match.story_id
+        return story_id, it.match.version if story_id is not None else 1
+    if it.after is not None:
+        return it.after.outcome.story_id, it.after.version
+    return it.outcome.story_id, 1
+
+
 def _story_values(it: _Item) -> dict[str, Any]:
     record, norm, enrichment = it.msg.record, it.norm, it.enrichment
     assert record is not None and norm is not None and enrichment is not None
@@ -604,7 +629,7 @@ def _story_values(it: _Item) -> dict[str, Any]:
     )
 
 
-def _delivery_values(it: _Item) -> dict[str, Any]:
+def _delivery_values(it: _Item, signature: bytes | None = None) -> dict[str, Any]:
     msg, record = it.msg, it.msg.record
     values: dict[str, Any] = dict(
         id=msg.delivery_id, source=msg.source, run_id=msg.run_id, correlation_id=msg.correlation_id,
@@ -620,4 +645,5 @@ def _delivery_values(it: _Item) -> dict[str, Any]:
         return values | dict(status="rejected", error=it.error)
     assert it.norm is not None
     return values | dict(status=it.outcome.status, story_id=it.outcome.story_id, version=it.version,
-                         duplicate_of=it.outcome.duplicate_of, content_hash=it.norm.content_hash)
+                         duplicate_of=it.outcome.duplicate_of, content_hash=it.norm.content_hash,
+                         neardup_signature=signature)

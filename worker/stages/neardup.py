@@ -27,7 +27,8 @@ transaction storing a delivery that names them); a story merged away by a concur
 the lock is noticed (it is gone) and its deliveries' new story read again. A deadlock that remains
 possible in that rare re-read is an :class:`OperationalError`, and the batch is retried.
 
-SQL per batch: the signatures stored with one executemany, the advisory keys taken with one
+SQL per batch: the signatures stored with one executemany (none when the caller wrote them in its
+deliveries' INSERT, as the batch pipeline does), the advisory keys taken with one
 statement each for the delivery's own keys and the candidates', one SELECT for the candidates'
 stories, one to lock them, and the folds written at the end with a fixed number of executemany
 statements; an update reads its story's latest version (one SELECT), a merge a handful more.
@@ -96,6 +97,8 @@ class Item:
     content_hash: str
     published_at: datetime | None
     signature: Signature | None = None  # computed by the stage when not given
+    # The signature was written with the delivery's row (its INSERT), not to be stored again.
+    signature_stored: bool = False
     # A wire story's guid (NewsML-G2 / NITF): its other versions are the same story, whatever the text.
     guid: str | None = None
 
@@ -149,14 +152,16 @@ def sign(it: Item) -> Signature:
 
 
 def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
-          moved: dict[int, int] | None = None) -> dict[str, Decision]:
+          moved: dict[int, int] | None = None, signed_ms: float = 0.0) -> dict[str, Decision]:
     """Decide each item (in order) against the stored stories; returns decisions by delivery id.
 
     Items decided ``near_duplicate`` or ``update`` have been folded into the matched story, and
     stories an item linked have been merged: each decision names the story its delivery ends in.
     ``moved``, when given, receives every story id that was folded or merged away (an item's own
     story, a stored story) and the story it ended in, so that the caller can point the batch's
-    other deliveries (exact duplicates of them) at it.
+    other deliveries (exact duplicates of them) at it. Signatures the caller computed (and wrote
+    with the deliveries, ``signature_stored``) are not computed or stored again; ``signed_ms`` is
+    the time that took, shared among the items' durations.
     Raises :class:`IndexUnavailable` when the index is lost or being rebuilt (the batch is retried).
     """
     if index is None or not items:
@@ -164,7 +169,7 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
     started = time.perf_counter()
     sigs = [sign(it) for it in items]
     queries.store_signatures(session, {it.delivery_id: s.to_bytes()
-                                       for it, s in zip(items, sigs, strict=True)})
+                                       for it, s in zip(items, sigs, strict=True) if not it.signature_stored})
     own = [it.delivery_id for it in items]
     queries.lock_for_indexing(session, own)
     try:
@@ -196,7 +201,7 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
         matches.append(same)
     batch = _Batch(session, items)
     batch.load({ref for same in matches for ref, _ in same})
-    shared_ms = (time.perf_counter() - started) * 1000 / len(items)
+    shared_ms = ((time.perf_counter() - started) * 1000 + signed_ms) / len(items)
 
     decisions: dict[str, Decision] = {}
     for it, sig, same in zip(items, sigs, matches, strict=True):
