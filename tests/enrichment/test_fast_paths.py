@@ -76,3 +76,25 @@ def test_story_kind_matches_the_exhaustive_search(title: str, first_line: str) -
 ])
 def test_buckwalter_headline_matches_camel_tools(title: str) -> None:
     assert text.title_buckwalter(title) == text._BW(" ".join(title.split()))
+
+
+@pytest.mark.parametrize("token", ["والعراق", "وبالعراق", "بالعراق", "العراق", "للعراق", "وللعراق", "كالبحر",
+                                   "فالسلام", "والعب", "الال", "ال", "وال", "بالامس", "لله", "ولل", "لللل",
+                                   "والبيت", "وبالي", "abc", ""])
+def test_stem_strips_the_first_clitic_that_leaves_three_letters(token: str) -> None:
+    def reference(value: str) -> str:
+        for prefix in text._CLITIC_ARTICLE:
+            if value.startswith(prefix) and len(value) - len(prefix) >= 3:
+                return value[len(prefix):]
+        return value
+
+    assert text._stem(token) == reference(token)
+
+
+def test_keyword_memo_survives_being_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    title, body = "العراق يستضيف القمة", "والعراق يستضيف القمة العربية في بغداد\nبالعراق قمة عربية جديدة"
+    expected = text.keywords(title, body)
+    monkeypatch.setattr(text, "_TERMS", {})
+    monkeypatch.setattr(text, "_TERMS_MAX", 3)
+    assert text.keywords(title, body) == expected
+    assert text.keywords(title, body) == expected

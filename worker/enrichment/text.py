@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from camel_tools.utils.charmap import CharMapper
@@ -95,32 +96,41 @@ def _non_keywords() -> frozenset[str]:
 
 def _stem(token: str) -> str:
     """The token without a leading conjunction/preposition + article, for counting only."""
-    for prefix in _CLITIC_ARTICLE:
-        if token.startswith(prefix) and len(token) - len(prefix) >= 3:
-            return token[len(prefix):]
-    return token
+    m = _CLITIC_RE.match(token)
+    return token[m.end():] if m else token
 
 
-_TERMS: dict[str, str | None] = {}
+# The first of _CLITIC_ARTICLE (in its order) that the token starts with and that leaves at least
+# three characters: a regex alternation tries its branches in order, the lookahead asks for the
+# three characters.
+_CLITIC_RE = re.compile(f"(?:{'|'.join(_CLITIC_ARTICLE)})(?=.{{3}})", re.DOTALL)
+
+# token -> the keyword it counts for, "" for none: memoized, since a vocabulary repeats.
+_TERMS: dict[str, str] = {}
 _TERMS_MAX = 500_000
 
 
 def _term(token: str) -> str | None:
-    """The keyword a token counts for, or None; memoized, since a vocabulary repeats."""
-    try:
-        return _TERMS[token]
-    except KeyError:
-        pass
+    """The keyword a token counts for, or None."""
     skip = _non_keywords()
     stem: str | None = None
     if token not in skip and (_ARABIC_WORD.match(token) or _LATIN_WORD.match(token)):
         stem = _stem(token)
         if len(stem) < 3 or stem in skip or ("ال" + stem) in skip:
             stem = None
-    if len(_TERMS) >= _TERMS_MAX:
-        _TERMS.clear()  # bound the memory of a long-running worker
-    _TERMS[token] = stem
     return stem
+
+
+def _stems(tokens: Mapping[str, int]) -> list[str]:
+    """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each."""
+    terms = _TERMS
+    stems = list(map(terms.get, tokens))
+    if None in stems:  # tokens not seen yet in this process
+        if len(terms) >= _TERMS_MAX:
+            terms.clear()  # bound the memory of a long-running worker
+        stems = [terms.setdefault(token, _term(token) or "") if stem is None else stem
+                 for token, stem in zip(tokens, stems, strict=True)]
+    return stems
 
 
 def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
@@ -132,21 +142,19 @@ def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
     Stop words, calendar words, numbers and words under three letters are left out; "العراق",
     "والعراق" and "بالعراق" count as one term, shown in its most frequent written form.
     """
-    body_lines = match_body.split("\n")
-    tf: Counter[str] = Counter(match_body.split())
-    line_df: Counter[str] = Counter()
-    for line in body_lines:
-        line_df.update(set(line.split()))
-    title_set = set(match_title.split())
-    tf.update(match_title.split())
+    line_tokens = [line.split() for line in match_body.split("\n")]
+    # The body's tokens are its lines' tokens: split once, counted twice.
+    tf: Counter[str] = Counter(chain.from_iterable(line_tokens))
+    line_df: Counter[str] = Counter(chain.from_iterable(map(set, line_tokens)))
+    title_tokens = match_title.split()
+    tf.update(title_tokens)
+    title_set = set(title_tokens)
     counts: dict[str, int] = {}
     best: dict[str, tuple[int, str]] = {}
     spread: dict[str, int] = {}
     in_title: set[str] = set()
-    terms = _TERMS
-    for token, n in tf.items():
-        stem = terms[token] if token in terms else _term(token)
-        if stem is None:
+    for (token, n), stem in zip(tf.items(), _stems(tf), strict=True):
+        if not stem:
             continue
         if stem in counts:
             counts[stem] += n
@@ -160,12 +168,9 @@ def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
             spread[stem] = line_df[token]
         if token in title_set:
             in_title.add(stem)
-    lines = body_lines
-    n_lines = max(1, len(lines))
-    scored = heapq.nsmallest(
-        KEYWORD_COUNT,
-        ((-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
-         for stem, tf_ in counts.items()))
+    n_lines = max(1, len(line_tokens))
+    scored = sorted([(-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
+                     for stem, tf_ in counts.items()])[:KEYWORD_COUNT]
     out: list[dict[str, Any]] = []
     for neg_score, stem in scored:
         score = -neg_score
