@@ -36,6 +36,11 @@ def processed_deliveries(session: Session, delivery_ids: Iterable[str]) -> dict[
     ids = list(delivery_ids)
     if not ids:
         return {}
+    if session.get_bind().dialect.name == "postgresql":
+        conn = _connection(session)
+        found = conn.exec_driver_sql("SELECT id, status FROM deliveries WHERE id = ANY(%(ids)b::varchar[])",
+                                     {"ids": ids})
+        return dict(found.tuples().all())
     rows = session.execute(select(Delivery.id, Delivery.status).where(Delivery.id.in_(ids)))
     return dict(rows.tuples().all())
 
@@ -148,6 +153,16 @@ def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
     by_key: dict[tuple[str, str], Holder] = {}
     by_hash: dict[str, Holder] = {}
     conn = _connection(session)
+    if conn.dialect.name == "postgresql" and (keys or hashes):
+        # Both tables in one round trip, the keys as arrays (one statement text for any batch).
+        rows = conn.exec_driver_sql(_HOLDERS_SQL, {
+            "s": [s for s, _ in keys], "i": [i for _, i in keys], "h": hashes})
+        for kind, key, source_id, delivery_id, story_id, version in rows:
+            if kind == "k":
+                by_key[(key, source_id)] = Holder(delivery_id, story_id, version)
+            else:
+                by_hash[key] = Holder(delivery_id, story_id, version)
+        return by_key, by_hash
     if keys:
         rows = conn.execute(
             select(_SK.c.source, _SK.c.source_id, _SK.c.delivery_id, _SK.c.story_id, _SK.c.version)
@@ -163,6 +178,16 @@ def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
         for content_hash, delivery_id, story_id, version in rows:
             by_hash[content_hash] = Holder(delivery_id, story_id, version)
     return by_key, by_hash
+
+
+_HOLDERS_SQL = (
+    "SELECT 'k', k.source, k.source_id, k.delivery_id, k.story_id, k.version FROM source_keys k"
+    " JOIN unnest(%(s)b::varchar[], %(i)b::varchar[]) AS u(source, source_id)"
+    " ON k.source = u.source AND k.source_id = u.source_id"
+    " UNION ALL"
+    " SELECT 'h', f.content_hash, NULL, f.delivery_id, f.story_id, f.version FROM fingerprints f"
+    " WHERE f.content_hash = ANY(%(h)b::varchar[])"
+)
 
 
 # The batch statements run on the session's connection as Core statements on the tables: the ORM's

@@ -215,12 +215,19 @@ def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]
     out: dict[str, History] = {}
     if not ids:
         return out
-    failed = or_(Execution.outcome.is_(None), Execution.outcome.in_(FAILED_OUTCOMES))
-    rows = session.execute(
-        select(Execution.delivery_id, Execution.outcome, Execution.error)
-        .where(Execution.delivery_id.in_(ids), Execution.cleared_at.is_(None), failed)
-        .order_by(Execution.id)
-    )
+    rows: Iterable[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        # The ids as one array: one statement text for any batch, no per-id bind parameters.
+        session.flush()
+        rows = session.connection().exec_driver_sql(_HISTORY_SQL,
+                                                    {"ids": ids, "failed": list(FAILED_OUTCOMES)})
+    else:
+        failed = or_(Execution.outcome.is_(None), Execution.outcome.in_(FAILED_OUTCOMES))
+        rows = session.execute(
+            select(Execution.delivery_id, Execution.outcome, Execution.error)
+            .where(Execution.delivery_id.in_(ids), Execution.cleared_at.is_(None), failed)
+            .order_by(Execution.id)
+        )
     for delivery_id, outcome, error in rows:
         h = out.setdefault(delivery_id, History())
         h.failed += 1
@@ -236,6 +243,14 @@ def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]
         if error:
             h.last_error = error
     return out
+
+
+_HISTORY_SQL = (
+    "SELECT delivery_id, outcome, error FROM executions"
+    " WHERE delivery_id = ANY(%(ids)b::varchar[]) AND cleared_at IS NULL"
+    " AND (outcome IS NULL OR outcome = ANY(%(failed)b::varchar[]))"
+    " ORDER BY id"
+)
 
 
 def settle_retried(session: Session, *, task_id: str, attempt: int) -> int:

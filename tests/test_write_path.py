@@ -143,3 +143,18 @@ def test_a_batch_losing_a_content_claim_keeps_its_source_key_on_the_winners_stor
             s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
             s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
             s.execute(delete(Story).where(Story.id.in_(ids)))
+
+
+def test_key_holders_and_processed_deliveries_in_one_statement_each(db_session) -> None:
+    assert queries.claim_source_keys(db_session, [("wire", "kh-1", "d-kh-1"), ("wire", "kh-2", "d-kh-2")])
+    assert queries.claim_fingerprints(db_session, [("h-kh-1", "d-kh-1")], stories={"h-kh-1": (None, 3)})
+    by_key, by_hash = queries.key_holders(db_session, [("wire", "kh-1"), ("wire", "kh-2"), ("wire", "kh-9"),
+                                                       ("other", "kh-1")], ["h-kh-1", "h-kh-9"])
+    assert by_key == {("wire", "kh-1"): queries.Holder("d-kh-1", None, 1),
+                      ("wire", "kh-2"): queries.Holder("d-kh-2", None, 1)}
+    assert by_hash == {"h-kh-1": queries.Holder("d-kh-1", None, 3)}
+    assert queries.key_holders(db_session, [], []) == ({}, {})
+    assert queries.key_holders(db_session, [], ["h-kh-1"])[1] == by_hash
+    queries.insert_deliveries(db_session, _rows("done"))
+    assert queries.processed_deliveries(db_session, ["done-1", "done-2", "done-3"]) == {
+        "done-1": "new", "done-2": "rejected"}
