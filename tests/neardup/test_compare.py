@@ -180,3 +180,33 @@ def test_same_story_decision_is_symmetric(articles: list[dict]) -> None:
             at=T0 + timedelta(hours=1),
         )
         assert compare(a, b).same_story == compare(b, a).same_story
+
+
+def test_signature_vectors_match_their_plain_definitions(articles: list[dict]) -> None:
+    """The anchors, numbers and paragraph SimHashes equal their definitions, computed naively."""
+    import importlib
+
+    import numpy as np
+
+    module = importlib.import_module("worker.neardup.signature")  # the package exports the function
+
+    long_story = "\n".join(f"الفقرة رقم {i} من التقرير عن السوق {i * 7} ريال" for i in range(60))
+    stories = [(a.get("title"), a["body"]) for a in articles[:40]] + [("سوق 12 و 12 و 300", long_story)]
+    for title, body in stories:
+        n = normalize(title=title, body=body)
+        s = sig(title, body)
+        hashes = [module._token_hash(w) for w in n.match_body.split() if w.isalnum()]
+        title_words = [w for w in module.words(n.match_title) if w not in module._IGNORED_TITLE_WORDS]
+        every = [module._token_hash(w) for w in title_words] + hashes
+        anchors = sorted({(h >> 20) & 0xFFFF for h in every if h & module._ANCHOR})
+        assert s.anchors == np.array(anchors[: module.ANCHOR_SKETCH], dtype="<u2").tobytes()
+        assert s.n_anchors == len(anchors)
+        distinct = list(dict.fromkeys(h for h in every if h & module._NUMBER))[: module.MAX_NUMBERS]
+        assert s.numbers == np.array(sorted({(h >> 36) & 0xFFFF for h in distinct}), dtype="<u2").tobytes()
+        simhashes = []
+        for line in n.match_body.split("\n"):
+            words = [module._token_hash(w) >> 32 for w in line.split() if w.isalnum()]
+            if words:
+                simhashes.append(sum(1 << b for b in range(32)
+                                     if 2 * sum((h >> b) & 1 for h in words) > len(words)))
+        assert s.paragraphs == np.array(simhashes[: module.MAX_PARAGRAPHS], dtype="<u4").tobytes()
