@@ -98,3 +98,15 @@ def test_keyword_memo_survives_being_cleared(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(text, "_TERMS_MAX", 3)
     assert text.keywords(title, body) == expected
     assert text.keywords(title, body) == expected
+
+
+def test_token_counts_hold_the_token_set_the_place_rules_read() -> None:
+    from worker.enrichment.places import find
+
+    title = match_form("مباراة الهلال والنصر في الرياض")
+    body = "\n".join(match_form(p) for p in ("الرياض - واس: أقيمت مباراة الدوري بين الهلال والنصر.",
+                                            "وسجل اللاعب هدف الفوز في الملعب أمام الجمهور في طرابلس."))
+    counted = text.token_counts(title, body)
+    assert set(counted.terms) == set((title + " " + body).split())
+    assert find(title, body, counted.terms) == find(title, body)
+    assert text.keywords(title, body, counted) == text.keywords(title, body)

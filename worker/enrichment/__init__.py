@@ -48,7 +48,15 @@ from worker.enrichment.dateline import find_dateline
 from worker.enrichment.dates import find_dates
 from worker.enrichment.gazetteer import load
 from worker.enrichment.places import find
-from worker.enrichment.text import counts, identifier, keywords, language, story_kind, title_buckwalter
+from worker.enrichment.text import (
+    counts,
+    identifier,
+    keywords,
+    language,
+    story_kind,
+    title_buckwalter,
+    token_counts,
+)
 
 ENRICHMENT_VERSION = "2026.11.1"
 
@@ -65,7 +73,8 @@ def enrich(*, title: str | None, body: str, paragraphs: list[str], match_title: 
            published_at: datetime | None = None, language_hint: str | None = None) -> dict[str, Any]:
     """JSON-serializable enrichment of one story."""
     lang, share = language(title, body, language_hint)
-    found = find(match_title, match_body)
+    counted = token_counts(match_title, match_body)
+    found = find(match_title, match_body, counted.terms)
     first_paragraph = next((p for p in paragraphs if p.strip()), "")
     first_line = match_body.split("\n", 1)[0] if match_body else ""
     return {
@@ -76,7 +85,7 @@ def enrich(*, title: str | None, body: str, paragraphs: list[str], match_title: 
         "agencies": found.agencies,
         "places": found.places,
         "dates": find_dates(f"{match_title}\n{match_body}", published_at),
-        "keywords": keywords(match_title, match_body),
+        "keywords": keywords(match_title, match_body, counted),
         "kind": story_kind(match_title, first_line),
         "counts": counts(match_body, paragraphs),
         "title_bw": title_buckwalter(title),

@@ -9,6 +9,7 @@ Overlapping hits are resolved leftmost-longest ("دير الزور" over "الز
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ def _place_allowed(gz: Gazetteer, hit: Hit, entry: Entry, sports: bool) -> bool:
 
 
 def _resolve(gz: Gazetteer, places: tuple[Place, ...], base: str, hit: Hit,
-             support: Counter[str], words: set[str]) -> Place:
+             support: Counter[str], words: Collection[str]) -> Place:
     """Pick one reading of an ambiguous name from the story's other places and cue words."""
     if len(places) == 1:
         return places[0]
@@ -176,11 +177,15 @@ def _resolve(gz: Gazetteer, places: tuple[Place, ...], base: str, hit: Hit,
     return best
 
 
-def find(match_title: str, match_body: str) -> Found:
-    """Places and agencies of one story."""
+def find(match_title: str, match_body: str, tokens: Collection[str] | None = None) -> Found:
+    """Places and agencies of one story.
+
+    ``tokens`` holds the story's tokens (headline and body) when the caller has them already.
+    """
     gz = load()
     hits = collect_hits(gz, match_title, match_body)
-    tokens = set((match_title + " " + match_body).split())
+    if tokens is None:
+        tokens = set((match_title + " " + match_body).split())
     sports = sum(1 for w in gz.sports_words if w in tokens) >= 2
     support: Counter[str] = Counter()
     kept: list[tuple[Hit, Entry]] = []

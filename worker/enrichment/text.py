@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -121,7 +122,7 @@ def _term(token: str) -> str | None:
     return stem
 
 
-def _stems(tokens: Mapping[str, int]) -> list[str]:
+def _stems(tokens: Mapping[str, int]) -> list[str | None]:
     """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each."""
     terms = _TERMS
     stems = list(map(terms.get, tokens))
@@ -133,7 +134,27 @@ def _stems(tokens: Mapping[str, int]) -> list[str]:
     return stems
 
 
-def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    """A story's match-form tokens counted once, for the keywords and the place rules."""
+
+    n_lines: int  # lines of the body
+    terms: Counter[str]  # every token of headline and body, in order of first appearance
+    line_df: Counter[str]  # body lines holding each token
+    title: list[str]  # the headline's tokens
+
+
+def token_counts(match_title: str, match_body: str) -> TokenCounts:
+    """Count the tokens of a story's match forms (the body split once: its tokens are its lines')."""
+    line_tokens = [line.split() for line in match_body.split("\n")]
+    tf: Counter[str] = Counter(chain.from_iterable(line_tokens))
+    line_df: Counter[str] = Counter(chain.from_iterable(map(set, line_tokens)))
+    title_tokens = match_title.split()
+    tf.update(title_tokens)
+    return TokenCounts(len(line_tokens), tf, line_df, title_tokens)
+
+
+def keywords(match_title: str, match_body: str, counted: TokenCounts | None = None) -> list[dict[str, Any]]:
     """The story's top terms on the match form.
 
     A single-document score in the spirit of YAKE (no corpus statistics, no downloads): a term
@@ -141,13 +162,11 @@ def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
     paragraphs it appears in (a subject recurs through a story, a passing mention does not).
     Stop words, calendar words, numbers and words under three letters are left out; "العراق",
     "والعراق" and "بالعراق" count as one term, shown in its most frequent written form.
+    ``counted`` is :func:`token_counts` of the same match forms, when the caller has it.
     """
-    line_tokens = [line.split() for line in match_body.split("\n")]
-    # The body's tokens are its lines' tokens: split once, counted twice.
-    tf: Counter[str] = Counter(chain.from_iterable(line_tokens))
-    line_df: Counter[str] = Counter(chain.from_iterable(map(set, line_tokens)))
-    title_tokens = match_title.split()
-    tf.update(title_tokens)
+    if counted is None:
+        counted = token_counts(match_title, match_body)
+    tf, line_df, title_tokens = counted.terms, counted.line_df, counted.title
     title_set = set(title_tokens)
     counts: dict[str, int] = {}
     best: dict[str, tuple[int, str]] = {}
@@ -168,7 +187,7 @@ def keywords(match_title: str, match_body: str) -> list[dict[str, Any]]:
             spread[stem] = line_df[token]
         if token in title_set:
             in_title.add(stem)
-    n_lines = max(1, len(line_tokens))
+    n_lines = max(1, counted.n_lines)
     scored = sorted([(-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
                      for stem, tf_ in counts.items()])[:KEYWORD_COUNT]
     out: list[dict[str, Any]] = []
