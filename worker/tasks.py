@@ -14,6 +14,7 @@ are refused (and logged) before anything runs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import faulthandler
 import os
 import signal
@@ -52,8 +53,20 @@ def _warm_before_fork(**_: Any) -> None:
     # Build the gazetteer and language model once in the main process: every pool child forked
     # from it, including the replacement of a child that crashed or was killed, starts warm (the
     # pages are shared copy-on-write) instead of spending seconds building them again.
+    from sqlalchemy.engine import make_url
+
+    from akhbar.settings import get_settings
+    from models.session import normalize_url
+    from worker.neardup.signature import signature
     from worker.stages.enrich import warm
 
+    # Modules a pool process would otherwise import in its first batch, which after a crash holds
+    # the crashed batch's mates: the database driver (psycopg, 150 to 200 ms of CPU; the main
+    # process never connects) and what numpy.unique loads on first use (numpy.ma, 50 to 150 ms).
+    with contextlib.suppress(Exception):  # a bad URL is reported where it is used, as before
+        make_url(normalize_url(get_settings().database_url)).get_dialect().import_dbapi()
+    signature(match_title="تحذير", match_body="قال المتحدث في بيان صدر اليوم إن العمل مستمر",
+              published_at=None, source="warm")
     warm()
 
 
