@@ -111,3 +111,16 @@ def test_token_counts_hold_the_token_set_the_place_rules_read() -> None:
     assert set(counted.terms) == set((title + " " + body).split())
     assert find(title, body, counted.terms) == find(title, body)
     assert text.keywords(title, body, counted) == text.keywords(title, body)
+
+
+@pytest.mark.parametrize("title", ["اجتماع يوم الثلاثاء", "", "عنوان\nمن سطرين 5 يونيو"])
+def test_find_dates_gives_the_same_dates_with_the_callers_tokens(title: str) -> None:
+    from datetime import UTC, datetime
+
+    from worker.enrichment.dates import find_dates
+
+    body = "الرياض - واس: يعقد المجلس اجتماعه الخميس المقبل\nوفي 22 يوليو 2015 أعلن\n\nالأحد 5 رمضان"
+    text_ = f"{title}\n{body}"
+    tokens = [title.split(), *(line.split() for line in body.split("\n"))]
+    at = datetime(2015, 7, 22, tzinfo=UTC)
+    assert find_dates(text_, at, line_tokens=tokens) == find_dates(text_, at)

@@ -93,12 +93,18 @@ _HIJRI_FIRST = frozenset(k.split()[0] for k in HIJRI) | {"ذوالقعده", "ذ
 _WEEKDAY_TOKENS = frozenset(p + w for w in WEEKDAYS for p in ("", "و", "ف"))
 
 
-def _split_lines(text: str) -> list[tuple[int, str, list[str]]]:
-    """(offset, line, tokens) of every line of ``text``: tokenized once for all three searches."""
+def _split_lines(text: str, tokens: list[list[str]] | None = None) -> list[tuple[int, str, list[str]]]:
+    """(offset, line, tokens) of every line of ``text``: tokenized once for all three searches.
+
+    ``tokens`` are the lines' tokens when the caller has them (one list per line of ``text``).
+    """
+    lines = text.split("\n")
+    if tokens is None or len(tokens) != len(lines):
+        tokens = [line.split() for line in lines]
     out = []
     pos = 0
-    for line in text.split("\n"):
-        out.append((pos, line, line.split()))
+    for line, line_tokens in zip(lines, tokens, strict=True):
+        out.append((pos, line, line_tokens))
         pos += len(line) + 1
     return out
 
@@ -150,11 +156,13 @@ def _nearest_hijri(m: int, d: int, published: date) -> tuple[int, date] | None:
     return best
 
 
-def find_dates(text: str, published_at: datetime | None, display: Any = None) -> list[dict[str, Any]]:
+def find_dates(text: str, published_at: datetime | None, display: Any = None,
+               line_tokens: list[list[str]] | None = None) -> list[dict[str, Any]]:
     """Dates mentioned in a match-form text, in text order.
 
     ``display`` maps a (start, end) span of ``text`` to the text as written; without it the
-    match form is reported.
+    match form is reported. ``line_tokens``, when given, are ``[line.split() for line in
+    text.split("\\n")]``, already computed by the caller.
     """
     published = published_at.date() if published_at else None
     spans: list[tuple[int, int]] = []
@@ -193,7 +201,7 @@ def find_dates(text: str, published_at: datetime | None, display: Any = None) ->
             spans.append(m.span())
             out.append((m.start(), {"text": shown(*m.span()), **entry}))
 
-    lines = _split_lines(text)
+    lines = _split_lines(text, line_tokens)
     for regex, calendar, first in ((_GREG_RE, "gregorian", _GREG_FIRST), (_HIJRI_RE, "hijri", _HIJRI_FIRST)):
         table = GREGORIAN if calendar == "gregorian" else HIJRI
         matches = [m for offset, line in _lines_with(lines, first)

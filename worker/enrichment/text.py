@@ -142,7 +142,7 @@ def _stems(tokens: Mapping[str, int]) -> list[str | None]:
 class TokenCounts:
     """A story's match-form tokens counted once, for the keywords and the place rules."""
 
-    n_lines: int  # lines of the body
+    lines: list[list[str]]  # the tokens of each line of the body
     terms: Counter[str]  # every token of headline and body, in order of first appearance
     line_df: Counter[str]  # body lines holding each token
     title: list[str]  # the headline's tokens
@@ -155,7 +155,7 @@ def token_counts(match_title: str, match_body: str) -> TokenCounts:
     line_df: Counter[str] = Counter(chain.from_iterable(map(set, line_tokens)))
     title_tokens = match_title.split()
     tf.update(title_tokens)
-    return TokenCounts(len(line_tokens), tf, line_df, title_tokens)
+    return TokenCounts(line_tokens, tf, line_df, title_tokens)
 
 
 def keywords(match_title: str, match_body: str, counted: TokenCounts | None = None) -> list[dict[str, Any]]:
@@ -191,7 +191,7 @@ def keywords(match_title: str, match_body: str, counted: TokenCounts | None = No
             spread[stem] = line_df[token]
         if token in title_set:
             in_title.add(stem)
-    n_lines = max(1, counted.n_lines)
+    n_lines = max(1, len(counted.lines))
     scored = sorted([(-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
                      for stem, tf_ in counts.items()])[:KEYWORD_COUNT]
     out: list[dict[str, Any]] = []
