@@ -27,3 +27,19 @@ def test_sanitized_text_keeps_the_content_hash(parts: list[str]) -> None:
     cleaned = safe_text(body)
     assert not set(cleaned) & set(INVISIBLE)
     assert normalize(title="t", body=cleaned).content_hash == normalize(title="t", body=body).content_hash
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["كلمة", " ", "\n", "<b>", "a < b", "\u200c", "\u200f", *INVISIBLE]),
+                max_size=20))
+def test_safe_text_equals_its_two_substitutions(parts: list[str]) -> None:
+    from worker import guards
+
+    text = "".join(parts)
+    expected = text
+    if guards._MARKUP.search(expected):
+        from producers.formats.rss import html_to_text
+
+        expected = html_to_text(expected)
+    expected = guards._INVISIBLE.sub(guards._invisible_run, guards._ISOLATES.sub("", expected))
+    assert safe_text(text) == expected

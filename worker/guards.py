@@ -30,6 +30,9 @@ from worker.messages import DeliveryMessage, IngestBatch, Rejection
 # ZWNJ and ZWJ (U+200C/D) and the LRM/RLM marks (U+200E/F) stay: Arabic and Persian typing uses them.
 _INVISIBLE = re.compile("(\\s?)[\u202a-\u202e\u200b\u2060\ufeff]+(\\s?)")
 _ISOLATES = re.compile("[\u2066-\u2069]")
+# Any of those characters: one search for them runs at C speed, while _INVISIBLE, opening with an
+# optional space, is tried at every position of the text; most texts hold none of them.
+_ANY_INVISIBLE = re.compile("[\u202a-\u202e\u200b\u2060\ufeff\u2066-\u2069]")
 # A tag: only then is the text treated as markup ("a < b" and bare entities are left alone: as
 # plain text they are inert).
 _MARKUP = re.compile(r"<[A-Za-z!/?]")
@@ -58,6 +61,8 @@ def safe_text(text: str) -> str:
         # nh3 drops <script>/<style> with their content and every attribute (so every
         # javascript: link); the block structure stays as line breaks.
         text = html_to_text(text)
+    if _ANY_INVISIBLE.search(text) is None:
+        return text
     text = _ISOLATES.sub("", text)
     return _INVISIBLE.sub(_invisible_run, text)
 
