@@ -297,3 +297,18 @@ def test_content_hash_ignores_noise(pair: tuple[str, str], title: str) -> None:
 def test_content_hash_keeps_title_and_body_apart() -> None:
     assert content_hash("ab", "c") != content_hash("a", "bc")
     assert normalize(title="خبر", body="نص").content_hash != normalize(title="خبر نص", body="").content_hash
+
+
+def test_arclean_and_normalize_unicode_fast_forms_match_camel_tools() -> None:
+    # Every code point, separated and unseparated: what the dateline's display tokens rely on.
+    from camel_tools.utils.charmap import CharMapper
+    from camel_tools.utils.normalize import normalize_unicode
+
+    from worker.stages.normalize_fast import arclean_fast, normalize_unicode_fast
+
+    arclean = CharMapper.builtin_mapper("arclean")
+    points = [chr(c) for c in range(0x110000)]
+    for text in (" ".join(points), "".join(points), "ﷲ ﷽ ﷼ بسم الله", "خبر\u00a0عاجل ١٢٣"):
+        unicode_form = normalize_unicode(text)
+        assert normalize_unicode_fast(text) == unicode_form
+        assert arclean_fast(unicode_form) == arclean(unicode_form)

@@ -20,15 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from camel_tools.tokenizers.word import simple_word_tokenize
-from camel_tools.utils.charmap import CharMapper
 from camel_tools.utils.dediac import dediac_ar
-from camel_tools.utils.normalize import normalize_unicode
 
 from worker.enrichment.dates import find_dates
 from worker.enrichment.gazetteer import Gazetteer, Place, load
 from worker.stages.normalize import match_form
+from worker.stages.normalize_fast import arclean_fast, normalize_unicode_fast
 
-_ARCLEAN = CharMapper.builtin_mapper("arclean")
 _SEPARATORS = {"-", "–", "—", "ـ", "(", ")", "«", "»", '"', "“", "”", "،", ",", "/", "|", "'", "‹", "›"}
 _HEAD_MAX_TOKENS = 12
 _SHORT_LINE = 7
@@ -36,8 +34,12 @@ _RAW_HEAD_CHARS = 240
 
 
 def display_tokens(raw: str) -> list[str]:
-    """Tokens of the text as written, minus diacritics and tatweel, aligned with the match form."""
-    return simple_word_tokenize(dediac_ar(_ARCLEAN(normalize_unicode(raw))))
+    """Tokens of the text as written, minus diacritics and tatweel, aligned with the match form.
+
+    CAMeL Tools' ``normalize_unicode`` and ``arclean`` in their exact fast forms (see
+    :mod:`worker.stages.normalize_fast`), then its ``dediac_ar`` and ``simple_word_tokenize``.
+    """
+    return simple_word_tokenize(dediac_ar(arclean_fast(normalize_unicode_fast(raw))))
 
 
 def _head(tokens: list[str], gz: Gazetteer) -> int:
