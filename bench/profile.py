@@ -10,7 +10,9 @@ the profile's top frames and the per-story cost.
 
 The profile is wall-clock time by default, waits on PostgreSQL and Redis included; ``--cpu``
 samples this process's CPU time instead (``time.process_time``), which is what a worker process
-costs the machine's cores, without the database server's share or other jobs' noise.
+costs the machine's cores, without the database server's share or other jobs' noise. The
+database server's share is printed beside it: the CPU time of the PostgreSQL backends serving the
+run's database (read from ``/proc``, so only for a server on this machine).
 """
 
 from __future__ import annotations
@@ -23,6 +25,31 @@ from pathlib import Path
 import orjson
 import redis
 from pydantic import SecretStr
+
+
+def backend_cpu_seconds(url: str) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each PostgreSQL backend connected to ``url``'s
+    database; empty when the server's processes are not readable here."""
+    import os
+
+    from sqlalchemy import text
+
+    from models.session import get_engine
+
+    with get_engine(url).connect() as conn:
+        # This connection is one of the pool's, the task's own: it is counted too.
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                 )).scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                     from pyinstrument.stack_sampler import get_stack_sampler
 
                     get_stack_sampler().timer_func = time.process_time
+                server_started = backend_cpu_seconds(url)
                 started, cpu_started = time.perf_counter(), time.process_time()
                 profiler.start()
                 for payload in payloads[1:]:
@@ -81,12 +109,15 @@ def main(argv: list[str] | None = None) -> None:
                 profiler.stop()
                 seconds = time.perf_counter() - started
                 cpu_seconds = time.process_time() - cpu_started
+                server = backend_cpu_seconds(url)
+                server_seconds = sum(v - server_started.get(pid, 0.0) for pid, v in server.items())
             finally:
                 sys.stderr = stderr
                 configure_logging("WARNING", "json", force=True)
     n = len(messages) - len(payloads[0]["deliveries"])
     print(f"{n} deliveries in {seconds:.2f} s under the profiler: {1000 * seconds / n:.3f} ms per delivery "
-          f"({n / seconds:,.0f} per second in one process); CPU {1000 * cpu_seconds / n:.3f} ms per delivery")
+          f"({n / seconds:,.0f} per second in one process); CPU {1000 * cpu_seconds / n:.3f} ms per delivery"
+          + (f", PostgreSQL backends' CPU {1000 * server_seconds / n:.3f} ms per delivery" if server else ""))
     print(profiler.output_text(unicode=False, color=False, show_all=False))
     if args.html:
         args.html.write_text(profiler.output_html())
