@@ -111,6 +111,7 @@ def test_token_counts_hold_the_token_set_the_place_rules_read() -> None:
     assert set(counted.terms) == set((title + " " + body).split())
     assert find(title, body, counted.terms) == find(title, body)
     assert text.keywords(title, body, counted) == text.keywords(title, body)
+    assert text.counts(body, ["a", "b"], counted) == text.counts(body, ["a", "b"])
 
 
 @pytest.mark.parametrize("title", ["اجتماع يوم الثلاثاء", "", "عنوان\nمن سطرين 5 يونيو"])

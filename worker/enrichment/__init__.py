@@ -88,6 +88,6 @@ def enrich(*, title: str | None, body: str, paragraphs: list[str], match_title: 
                             line_tokens=[counted.title, *counted.lines]),
         "keywords": keywords(match_title, match_body, counted),
         "kind": story_kind(match_title, first_line),
-        "counts": counts(match_body, paragraphs),
+        "counts": counts(match_body, paragraphs, counted),
         "title_bw": title_buckwalter(title),
     }

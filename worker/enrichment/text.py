@@ -254,9 +254,13 @@ def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
     return out
 
 
-def counts(match_body: str, paragraphs: list[str]) -> dict[str, int]:
-    """Words (tokens holding a letter or a digit), paragraphs, and reading time in minutes."""
-    words = sum(map(str.isalnum, match_body.split()))
+def counts(match_body: str, paragraphs: list[str], counted: TokenCounts | None = None) -> dict[str, int]:
+    """Words (tokens holding a letter or a digit), paragraphs, and reading time in minutes.
+
+    ``counted`` is :func:`token_counts` of the same match forms, when the caller has it.
+    """
+    tokens = chain.from_iterable(counted.lines) if counted is not None else match_body.split()
+    words = sum(map(str.isalnum, tokens))
     minutes = math.ceil(words / READING_WPM) if words else 0
     return {"words": words, "paragraphs": len(paragraphs), "reading_minutes": minutes}
 
