@@ -175,15 +175,12 @@ class RunningMarks:
     starts, and bytes written to a socket reach Redis even when the process is killed right after,
     which is all a mark has to survive. Redis runs a connection's commands in order, so a later read
     of the mark on the same connection sees it, and one on another connection (the redelivered
-    message, in another process) comes after the worker's death. The replies are read together
-    before the next command whose reply is needed (:meth:`read`, :meth:`clear`), or when
-    :data:`MAX_PENDING` wait. A refused SET (an error reply) is logged then; the marks after it
-    still name the delivery running, as each one replaces the last. The marks hold a connection
-    of their own between commands.
+    message, in another process) comes after the worker's death. Each mark first reads the reply
+    of the one before (by then long arrived: reading it does not wait) and checks that the
+    connection is not closed, so a connection that died in between (a Redis restart) is noticed
+    and the mark goes out on a new one, as it would have when each reply was awaited; a refused
+    SET (an error reply) is logged. The marks hold a connection of their own between commands.
     """
-
-    # Replies left unread at most: 5 bytes each ("+OK\r\n"), far below a socket's buffer.
-    MAX_PENDING = 256
 
     def __init__(self, client: Any, prefix: str, ttl: int) -> None:
         self.client = client
@@ -221,8 +218,20 @@ class RunningMarks:
             raise
 
     def _send(self, *args: Any) -> Any:
-        if self._pending >= self.MAX_PENDING:
+        """Send a command on a connection whose earlier replies are read; the connection."""
+        import redis
+
+        try:
             self._drain()
+            # Every reply owed is read: a connection readable now was closed by the server (a
+            # Redis restart), and a command written to it would be lost without an error.
+            if self._conn is not None and self._conn.can_read(timeout=0):
+                raise redis.ConnectionError("unexpected data or end of stream on an idle connection")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # The commands before were answered or are moot now; this one goes out on a new
+            # connection.
+            self._drop()
+            log.info("running_mark_reconnect", error=repr(exc)[:300])
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
         try:
@@ -245,7 +254,6 @@ class RunningMarks:
 
     def read(self, attempt: Attempt) -> str | None:
         try:
-            self._drain()
             conn = self._send("GET", self._key(attempt))
             try:
                 value = conn.read_response()
@@ -260,7 +268,6 @@ class RunningMarks:
     def clear(self, attempt: Attempt) -> None:
         """Delete the attempt's mark; its reply is read with the next command's."""
         try:
-            self._drain()
             self._send("DEL", self._key(attempt))
         except Exception as exc:
             log.warning("running_mark_failed", error=repr(exc)[:300])
