@@ -245,15 +245,19 @@ def apply_folds(session: Session, folds: list[Fold], stories: dict[int, StoryCha
                              changes=bindparam("p_changes")),
                      [{"p_own": f.own_story_id, "p_story": f.story_id, "p_version": f.version,
                        "p_changes": f.changes} for f in sorted(updates, key=lambda f: f.own_story_id)])
+    # The folding delivery first, its new status and story in one row version; the move of the
+    # own story's other deliveries (exact duplicates of it) then no longer finds it.
+    deliveries = _table(Delivery)
+    conn.execute(deliveries.update().where(deliveries.c.id == bindparam("p_id"))
+                 .values(status=bindparam("p_status"), duplicate_of=bindparam("p_of"),
+                         story_id=bindparam("p_story"), version=bindparam("p_version")),
+                 [{"p_id": f.delivery_id, "p_status": f.status, "p_of": f.duplicate_of,
+                   "p_story": f.story_id, "p_version": f.version}
+                  for f in sorted(folds, key=lambda f: f.delivery_id)])
     for model in (SourceKey, Fingerprint, Delivery):
         table = _table(model)
         conn.execute(table.update().where(table.c.story_id == bindparam("p_own"))
                      .values(story_id=bindparam("p_story"), version=bindparam("p_version")), moves)
-    deliveries = _table(Delivery)
-    conn.execute(deliveries.update().where(deliveries.c.id == bindparam("p_id"))
-                 .values(status=bindparam("p_status"), duplicate_of=bindparam("p_of")),
-                 [{"p_id": f.delivery_id, "p_status": f.status, "p_of": f.duplicate_of}
-                  for f in sorted(folds, key=lambda f: f.delivery_id)])
     own = sorted({f.own_story_id for f in folds})
     session.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(own)))
     session.execute(delete(Story).where(Story.id.in_(own)))
