@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # One story normally takes milliseconds; one still running after this many seconds is a hang.
     # Enforced per delivery (SIGALRM in the process that runs the task), below the task's limits.
     delivery_time_limit: float = Field(default=30.0, gt=0)
+    # A delivery's first attempt, in a batch, waits less: max(this floor, first_attempt_time_factor x
+    # the 99th percentile of the last 1,000 times a delivery's own work took in the process), at most
+    # delivery_time_limit, so a hang holds its batch-mates that long rather than 30 s; past it,
+    # the delivery is charged a timeout and its later attempts run alone with the full limit (see
+    # worker/quarantine.py RecentTimes). 0 gives first attempts the full limit too.
+    first_attempt_time_limit: float = Field(default=2.0, ge=0)
+    first_attempt_time_factor: float = Field(default=20.0, gt=0)
     # How often a worker looks for messages whose consumer died (their visibility timeout passed).
     unacked_restore_interval: int = Field(default=10, ge=1)
 

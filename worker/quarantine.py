@@ -13,7 +13,8 @@ How an attempt goes:
    with its own execution record written just before it starts and its own transaction, so a
    delivery that crashes or hangs its worker again is charged alone and nothing else is lost
    with it.
-2. Each delivery runs under a deadline (``delivery_time_limit``, SIGALRM where available), and
+2. Each delivery runs under a deadline (SIGALRM where available): ``delivery_time_limit``, or in
+   batch mode a tighter one derived from what deliveries take (:class:`RecentTimes`), and
    its id is marked in Redis as the one running (:class:`RunningMarks`). When a worker dies in a
    batch-mode attempt, every record of that attempt is left unfinished; the redelivered message
    reads the mark and charges the lost attempt to the delivery that was running only, so its
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -64,7 +67,7 @@ class DeliveryTimeout(Exception):
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
+def deadline(seconds: float, what: str = "") -> Iterator[None]:
     """Raise :class:`DeliveryTimeout` in this block after ``seconds``.
 
     A SIGALRM interval timer: the only way to interrupt arbitrary Python code from the inside. It is
@@ -77,7 +80,7 @@ def deadline(seconds: float) -> Iterator[None]:
         return
 
     def _expired(_signum: int, _frame: Any) -> None:
-        raise DeliveryTimeout(f"delivery still running after {seconds:g} s")
+        raise DeliveryTimeout(f"delivery still running after {seconds:g} s{what}")
 
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -86,6 +89,42 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class RecentTimes:
+    """How long the deliveries' own work took lately in this process, for the first attempt's limit.
+
+    A delivery that never failed runs in a batch, and while it hangs, the whole batch waits: under
+    the full ``delivery_time_limit`` (30 s, there for a story that is slow, not stuck) a hang holds
+    its 49 batch-mates that long. Its first attempt runs under a limit derived from what stories
+    really take here: ``max(floor, factor x`` the 99th percentile of the last :data:`SIZE` times of
+    a delivery's own work (each step run under the deadline) ``)``, never above the full limit,
+    and the full limit until :data:`MIN_SAMPLES` are known (a new process's first batch). One that
+    runs past it is charged a timeout like any other; its later attempts run alone (as a suspect)
+    with the full limit, so a story that is only slow is stored at its second attempt and is
+    quarantined only if it also runs past the full limit twice.
+    """
+
+    SIZE = 1000
+    MIN_SAMPLES = 20
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=self.SIZE)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def limit(self, full: float, *, floor: float, factor: float) -> float:
+        """The first attempt's limit (``full`` when ``floor`` is 0: no tighter limit)."""
+        n = len(self.samples)
+        if floor <= 0 or n < self.MIN_SAMPLES:
+            return full
+        p99 = sorted(self.samples)[int(0.99 * (n - 1))]
+        return min(full, max(floor, factor * p99))
+
+
+# This process's times (a pool process inherits an empty one: its parent runs no deliveries).
+RECENT = RecentTimes()
 
 
 def quarantine_reason(h: ledger.History) -> tuple[str, str]:
@@ -306,7 +345,8 @@ class AttemptRunner:
                  delivery_time_limit: float, propagate: tuple[type[BaseException], ...] = (),
                  before: Callable[[DeliveryMessage], None] | None = None,
                  neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7,
-                 marks: RunningMarks | None = None) -> None:
+                 marks: RunningMarks | None = None, first_time_limit: float | None = None,
+                 times: RecentTimes | None = None) -> None:
         self.sessions = sessions
         # The shared near-duplicate index (None: near-duplicates are not looked for).
         self.neardup_index = neardup_index
@@ -314,6 +354,15 @@ class AttemptRunner:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.delivery_time_limit = delivery_time_limit
+        # The limit of deliveries that never failed (batch mode), see RecentTimes; and where the
+        # times of their work go.
+        self.first_time_limit = delivery_time_limit if first_time_limit is None else \
+            min(first_time_limit, delivery_time_limit)
+        self.times = times
+        # The limit of the delivery running now (the full one for suspects, run alone), and
+        # whether it runs in batch mode.
+        self._limit = delivery_time_limit
+        self._together = False
         # Interruptions that end the delivery's attempt rather than quarantining it on the spot.
         self.propagate: tuple[type[BaseException], ...] = (DeliveryTimeout, *propagate)
         self.before = before
@@ -329,10 +378,15 @@ class AttemptRunner:
         self.current = msg.delivery_id
         if self.marks is not None and not self.marks.mark(self.attempt, msg.delivery_id):
             self.marks = None  # Redis is away: no more round trips this attempt
-        with deadline(self.delivery_time_limit):
+        limit, together = self._limit, self._together
+        started = time.perf_counter()
+        with deadline(limit, "" if limit >= self.delivery_time_limit else " (a first attempt's limit)"):
             if self.before is not None:
                 self.before(msg)
             yield
+        if together and self.times is not None:
+            # Batch mode's steps only: a suspect's time includes its database work.
+            self.times.add(time.perf_counter() - started)
         self.current = None
 
     def begin(self, batch: IngestBatch) -> Plan:
@@ -435,10 +489,15 @@ class AttemptRunner:
         with self.sessions.begin() as session:
             # The pipeline writes the batch with a few statements and charges a delivery whose
             # own work times out or raises (under self.around) alone, as status "failed".
-            outcomes = pipeline.process_batch(session, IngestBatch(deliveries=together),
-                                              propagate=self.propagate, around=self.around,
-                                              timeouts=(DeliveryTimeout,), neardup_index=self.neardup_index,
-                                              neardup_window_days=self.neardup_window_days)
+            self._limit, self._together = self.first_time_limit, True
+            try:
+                outcomes = pipeline.process_batch(session, IngestBatch(deliveries=together),
+                                                  propagate=self.propagate, around=self.around,
+                                                  timeouts=(DeliveryTimeout,),
+                                                  neardup_index=self.neardup_index,
+                                                  neardup_window_days=self.neardup_window_days)
+            finally:
+                self._limit, self._together = self.delivery_time_limit, False
             self.current = None
             for outcome in outcomes:
                 exec_id = self.plan.exec_ids[outcome.delivery_id]

@@ -147,6 +147,10 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         before=lambda msg: failpoints.poison(settings, msg),
         neardup_index=_neardup_index(settings), neardup_window_days=settings.neardup_window_days,
         marks=quarantine.running_marks(settings),
+        first_time_limit=quarantine.RECENT.limit(settings.delivery_time_limit,
+                                                 floor=settings.first_attempt_time_limit,
+                                                 factor=settings.first_attempt_time_factor),
+        times=quarantine.RECENT,
     )
     try:
         plan = runner.begin(batch)
