@@ -17,18 +17,18 @@ from tests.faults.conftest import (
     corpus,
     publish,
     report,
-    utcnow,
     wait_committed,
 )
 from tests.faults.harness import Env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-# The issue's rate, 1% (it names 50 poison deliveries in 5,000), at half its size: 25 in 2,500,
-# after a clean run of 2,500 as the reference. The full size passes too (degradation 16.7%) but
-# takes about 4 minutes on a loaded 2-core machine, too much of the suite's time in CI.
-GOOD = 2500
-POISON = {"raise": 9, "hang": 8, "kill": 8}
+# The issue's size and rate: 50 poison deliveries in 5,000, between two clean runs of 2,500 (the
+# reference, measured under the same conditions just before and just after it, so a change in the
+# machine's load during the test moves both sides).
+CLEAN = 2500
+GOOD = 5000
+POISON = {"raise": 17, "hang": 17, "kill": 16}
 EXPECTED_CODE = {"raise": "processing_error", "hang": "timeout", "kill": "worker_lost"}
 
 
@@ -40,42 +40,50 @@ def _commit_times(env: Env, ids: list[str]) -> list[datetime]:
         return sorted(session.scalars(select(Delivery.processed_at).where(Delivery.id.in_(ids))))
 
 
+def _seconds_per_delivery(times: list[datetime], low: float = 0.05, high: float = 0.95) -> float:
+    """Seconds per delivery between the ``low`` and ``high`` shares of ``times`` (commit times):
+    the steady part of a run, without its edges, where it overlaps the runs queued before and
+    after it (several batches run at once) and, for the first, the workers' start."""
+    a, b = int(low * (len(times) - 1)), int(high * (len(times) - 1))
+    return (times[b] - times[a]).total_seconds() / max(1, b - a)
+
+
 def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> None:
     """Each poison delivery ends quarantined, with the reason, after at most 3 attempts; the rest
     are stored, and none of them is ever charged a failed attempt (a crash is charged to the
-    delivery that was running). The time the rest takes is reported against a clean run of the
-    same size, all of it and its first 95% (reported, not asserted: tests assert behaviour)."""
+    delivery that was running). The time the rest takes per delivery is reported against clean runs
+    before and after it; the poison's own retries, which run after the second clean run (they wait
+    behind everything not known to hold a poison), are reported apart. Reported, not asserted: the
+    machine's other jobs move these figures by tens of percent."""
     from models import Delivery, Execution, ledger
     from models.session import session_factory
 
     rng = random.Random(9)
-    # A clean run and then the poisoned one, both queued before the workers start: the clean one
-    # is the reference, measured under the same conditions.
-    clean = publish(env, corpus(GOOD, offset=0))
-    good = corpus(GOOD, offset=GOOD)
+    # Clean, poisoned, clean, all queued before the workers start, so they run in that order.
+    clean_before = publish(env, corpus(CLEAN, offset=0))
+    good = corpus(GOOD, offset=CLEAN)
     poison: list[dict[str, Any]] = []
     for kind, n in POISON.items():
-        for i, article in enumerate(corpus(n, offset=2 * GOOD + len(poison))):
+        for i, article in enumerate(corpus(n, offset=2 * CLEAN + GOOD + len(poison))):
             poison.append(dict(article, id=f"{article['id']}#poison-{kind}-{i}", failpoint=kind))
     records = list(good)
     for p in poison:
         records.insert(rng.randrange(len(records) + 1), p)
     run = publish(env, records)
+    clean_after = publish(env, corpus(CLEAN, offset=CLEAN + GOOD))
     ids_by_source_id = dict(zip([r["id"] for r in records], run.ids, strict=True))
     poison_ids = {ids_by_source_id[p["id"]]: p["failpoint"] for p in poison}
     rest = [i for i in run.ids if i not in poison_ids]
 
     env.start_workers(2, concurrency=2, AKHBAR_FAILPOINTS="poison", AKHBAR_DELIVERY_TIME_LIMIT="1.5")
-    started_at = utcnow()
-    assert clean.wait(900)
+    assert clean_before.wait(900)
+    assert clean_after.wait(900)
     assert wait_committed(env, run.run_id, len(run.ids), 900)
     seconds = time.monotonic() - run.started
-    clean_times = _commit_times(env, clean.ids)
+    before_times = _commit_times(env, clean_before.ids)
     rest_times = _commit_times(env, rest)
-    clean_end = clean_times[-1]
-
-    def span(times: list[datetime], start: datetime, share: float) -> float:
-        return (times[int(share * (len(times) - 1))] - start).total_seconds()
+    after_times = _commit_times(env, clean_after.ids)
+    poison_times = _commit_times(env, list(poison_ids))
 
     figures = account(env, run.ids, "9 poison deliveries")
     figures.seconds = round(seconds, 2)
@@ -98,15 +106,19 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
         # No delivery but the poison ones was ever charged a failed attempt: a crash in a batch is
         # charged to the delivery that was running (its running mark), not to its batch-mates.
         charged = ledger.history(session, rest)
-    clean_p95, rest_p95 = span(clean_times, started_at, 0.95), span(rest_times, clean_end, 0.95)
-    clean_all, rest_all = span(clean_times, started_at, 1.0), span(rest_times, clean_end, 1.0)
+    runs = {"before": before_times, "rest": rest_times, "after": after_times}
+    per = {name: _seconds_per_delivery(t) for name, t in runs.items()}
+    clean = (per["before"] + per["after"]) / 2
     figures.notes.update(
         poison=len(poison_ids),
         max_failed_attempts=max(attempts.values(), default=0),
-        clean_s=round(clean_all, 2),
-        rest_s=round(rest_all, 2),
-        degradation=round(rest_all / clean_all - 1, 3),
-        degradation_p95=round(rest_p95 / clean_p95 - 1, 3),
+        deliveries_per_s={name: round(1 / v, 1) for name, v in per.items()},
+        # What the rest took per delivery, against the mean of the clean runs around it.
+        degradation=round(per["rest"] / clean - 1, 3),
+        # The two references against each other: how far the noise alone moves a figure.
+        clean_drift=round(per["after"] / per["before"] - 1, 3),
+        # The poison's own time: from the end of the second clean run to the last quarantine.
+        poison_tail_s=round((poison_times[-1] - after_times[-1]).total_seconds(), 2),
         pool_children_lost=sum(w.tail(50_000_000).count("exited with 'signal 9") for w in env.workers),
     )
     report(figures)
