@@ -73,16 +73,14 @@ def haystack(match_title: str, match_body: str) -> tuple[str, list[int]]:
 
 def _select(gz: Gazetteer, hay: str) -> list[tuple[int, int, str]]:
     """Leftmost-longest, non-overlapping hits as (start, end, surface) over token spans."""
-    raw: list[tuple[int, int, str]] = []
-    for end_idx, (length, surface) in gz.automaton.iter(hay):
-        # The pattern is " surface "; its inner span ends one before the trailing space.
-        end = end_idx
-        start = end - length
-        raw.append((start, end, surface))
-    raw.sort(key=lambda h: (h[0], -(h[1] - h[0])))
+    # The pattern is " surface "; its inner span ends one before the trailing space. Sorted by
+    # start, longest first: two hits with the same span are the same pattern, so the tuples'
+    # own order is the order of (start, -length).
+    raw = sorted([(end - length, -length, end, surface)
+                  for end, (length, surface) in gz.automaton.iter(hay)])
     chosen: list[tuple[int, int, str]] = []
     last_end = -1
-    for start, end, surface in raw:
+    for start, _, end, surface in raw:
         if start >= last_end:
             chosen.append((start, end, surface))
             last_end = end

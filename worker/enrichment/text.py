@@ -170,30 +170,40 @@ def keywords(match_title: str, match_body: str, counted: TokenCounts | None = No
     """
     if counted is None:
         counted = token_counts(match_title, match_body)
-    tf, line_df, title_tokens = counted.terms, counted.line_df, counted.title
-    title_set = set(title_tokens)
+    tf, line_df = counted.terms, counted.line_df
     counts: dict[str, int] = {}
     best: dict[str, tuple[int, str]] = {}
     spread: dict[str, int] = {}
-    in_title: set[str] = set()
-    for (token, n), stem in zip(tf.items(), _stems(tf), strict=True):
+    df = line_df.get
+    for token, n, stem in zip(tf, tf.values(), _stems(tf), strict=True):
         if not stem:
             continue
-        if stem in counts:
-            counts[stem] += n
+        seen = counts.get(stem)
+        if seen is None:
+            counts[stem] = n
+            best[stem] = (n, token)
+            spread[stem] = df(token, 0)
+        else:
+            counts[stem] = seen + n
             if n > best[stem][0]:
                 best[stem] = (n, token)
             # Lines holding any form of the term, approximated by the form on most lines.
-            spread[stem] = max(spread[stem], line_df[token])
-        else:
-            counts[stem] = n
-            best[stem] = (n, token)
-            spread[stem] = line_df[token]
-        if token in title_set:
-            in_title.add(stem)
+            lines = df(token, 0)
+            if lines > spread[stem]:
+                spread[stem] = lines
+    # Every headline token is in the memo now (it is one of tf's): its term is one lookup.
+    in_title = {_TERMS.get(token) for token in counted.title}
     n_lines = max(1, len(counted.lines))
-    scored = sorted([(-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines)), stem)
-                     for stem, tf_ in counts.items()])[:KEYWORD_COUNT]
+    # Negated scores: the ten smallest, ties by term, are the keywords. The tenth smallest float
+    # bounds them, so only the terms scoring at least that much are sorted as pairs.
+    negs = [-(tf_ * (2.0 if stem in in_title else 1.0) * (1.0 + spread[stem] / n_lines))
+            for stem, tf_ in counts.items()]
+    if len(negs) > KEYWORD_COUNT:
+        bound = sorted(negs)[KEYWORD_COUNT - 1]
+        scored = sorted([(neg, stem) for neg, stem in zip(negs, counts, strict=True)
+                         if neg <= bound])[:KEYWORD_COUNT]
+    else:
+        scored = sorted(zip(negs, counts, strict=True))
     out: list[dict[str, Any]] = []
     for neg_score, stem in scored:
         score = -neg_score
@@ -214,6 +224,12 @@ def _any_marker() -> frozenset[str]:
     return frozenset().union(*_markers().values())
 
 
+@lru_cache(maxsize=1)
+def _marker_first() -> frozenset[str]:
+    """The first token of every label: an n-gram equal to a label starts with one of them."""
+    return frozenset(marker.split()[0] for marker in _any_marker() if marker.split())
+
+
 _LABEL_EDGE = {":", "-", "–", "|", "(", ")", "[", "]", ".", "..", "...", "«", "»", "*", "،"}
 
 
@@ -232,10 +248,16 @@ def story_kind(match_title: str, first_line: str) -> dict[str, bool]:
     colon or a dash ("تصحيح: ...", "(محدث)"), never as an ordinary word ("تحديث نظام المرور" is
     about an update, not one).
     """
-    texts = (match_title, " ".join(first_line.split()[:8]))
+    head = first_line.split()[:8]
+    texts = (match_title, " ".join(head))
     markers_by_kind = _markers()
-    # Most stories carry no label at all: one set test over their n-grams says so.
-    if _any_marker().isdisjoint(_ngrams(match_title.split()) | _ngrams(texts[1].split())):
+    # Most stories carry no label at all: none of their tokens starts a label, which says so
+    # without building their n-grams.
+    title_tokens = match_title.split()
+    first = _marker_first()
+    if first.isdisjoint(title_tokens) and first.isdisjoint(head):
+        return dict.fromkeys(markers_by_kind, False)
+    if _any_marker().isdisjoint(_ngrams(title_tokens) | _ngrams(texts[1].split())):
         return dict.fromkeys(markers_by_kind, False)
     out = {}
     for kind, markers in markers_by_kind.items():
