@@ -79,7 +79,6 @@ def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
     if record is None:
         return msg
     fields = record.model_dump(mode="json")
-    strings = _strings(fields)
 
     def reject(code: str, message: str, raw: bytes) -> DeliveryMessage:
         rejection = Rejection(code=code, message=message, source=record.source, source_id=record.id[:512],
@@ -87,17 +86,24 @@ def check(msg: DeliveryMessage, settings: Settings) -> DeliveryMessage:
                               raw_b64=base64.b64encode(raw[:settings.max_delivery_bytes]).decode("ascii"))
         return msg.model_copy(update={"record": None, "rejected": rejection})
 
-    for text in strings:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raw = repr(fields).encode("utf-8", "backslashreplace")
-            return reject("lone_surrogate", "a string holds an unpaired UTF-16 surrogate", raw)
-    raw = orjson.dumps(fields)
+    # orjson refuses a lone surrogate: only a message it refuses has its strings walked for one
+    # (it also refuses what no check here is about, an integer over 64 bits: raised as before).
+    try:
+        raw = orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        for text in _strings(fields):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = repr(fields).encode("utf-8", "backslashreplace")
+                return reject("lone_surrogate", "a string holds an unpaired UTF-16 surrogate", raw)
+        raise
     if len(raw) > settings.max_delivery_bytes:
         limit = settings.max_delivery_bytes
         return reject("too_large", f"delivery is {len(raw)} bytes, over the {limit}-byte limit", raw)
-    if any("\x00" in text for text in strings):
+    # orjson writes NUL as the escape \u0000: without that escape in the bytes no string holds one
+    # (with it, a string may only hold a backslash and "u0000": the strings say).
+    if b"\\u0000" in raw and any("\x00" in text for text in _strings(fields)):
         return reject("nul_bytes", "NUL character in a field", raw)
     if json_depth(record.extra, settings.max_json_depth - 1) > settings.max_json_depth - 1:
         return reject("too_deep", f"JSON nested deeper than {settings.max_json_depth} levels", raw)
