@@ -48,6 +48,13 @@ _IS_ARABIC[[ord(c) for c in _ARABIC_LETTERS]] = True
 # [^\W\d_] is a letter; adding the excluded characters to the negated class leaves the other letters.
 _OTHER_LETTER_RUN = re.compile(f"[^\\W\\d_{char_class(_NOT_OTHER)}]+")
 _ANY_LETTER = re.compile(r"[^\W\d_]")
+# Which BMP code points _OTHER_LETTER_RUN counts (surrogate code units excluded: a text holding
+# one, a character beyond the BMP, is counted by the regex itself).
+_BMP = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, 0x10000)))
+_IS_OTHER_LETTER = np.zeros(0x10000, dtype=bool)
+_IS_OTHER_LETTER[[m.start() + i for m in _OTHER_LETTER_RUN.finditer(_BMP) for i in range(len(m[0]))]] = True
+_IS_OTHER_LETTER[0xD800:0xE000] = False
+del _BMP
 _BW = CharMapper.builtin_mapper("ar2bw")
 # CharMapper.map_string is a Python loop over the characters; its map as a str.translate table gives
 # the same string (unlisted characters, and listed ones mapped to None, stay as they are).
@@ -71,7 +78,10 @@ def arabic_share(text: str) -> float:
     # surrogates, none of them Arabic): a regex findall built a string per run, a word each.
     units = np.frombuffer(text.encode("utf-16-le", "surrogatepass"), dtype="<u2")
     arabic = int(np.count_nonzero(_IS_ARABIC[units]))
-    others = sum(map(len, _OTHER_LETTER_RUN.findall(text)))
+    if len(units) == len(text):  # every character in the BMP: one code unit each
+        others = int(np.count_nonzero(_IS_OTHER_LETTER[units]))
+    else:
+        others = sum(map(len, _OTHER_LETTER_RUN.findall(text)))
     letters = arabic + others
     return round(arabic / letters, 3) if letters else 0.0
 
