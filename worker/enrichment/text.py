@@ -184,25 +184,25 @@ def keywords(match_title: str, match_body: str, counted: TokenCounts | None = No
     counts: dict[str, int] = {}
     best: dict[str, tuple[int, str]] = {}
     spread: dict[str, int] = {}
-    df = line_df.get
+    # Subscripts and ``in`` only in this loop (no method calls): it runs once per distinct token.
     for token, n, stem in zip(tf, tf.values(), _stems(tf), strict=True):
         if not stem:
             continue
-        seen = counts.get(stem)
-        if seen is None:
-            counts[stem] = n
-            best[stem] = (n, token)
-            spread[stem] = df(token, 0)
-        else:
-            counts[stem] = seen + n
+        if stem in counts:
+            counts[stem] += n
             if n > best[stem][0]:
                 best[stem] = (n, token)
             # Lines holding any form of the term, approximated by the form on most lines.
-            lines = df(token, 0)
+            lines = line_df[token]
             if lines > spread[stem]:
                 spread[stem] = lines
+        else:
+            counts[stem] = n
+            best[stem] = (n, token)
+            spread[stem] = line_df[token]
     # Every headline token is in the memo now (it is one of tf's): its term is one lookup.
-    in_title = {_TERMS.get(token) for token in counted.title}
+    terms = _TERMS
+    in_title = {terms[token] for token in counted.title}
     n_lines = max(1, len(counted.lines))
     # Negated scores: the ten smallest, ties by term, are the keywords. The tenth smallest float
     # bounds them, so only the terms scoring at least that much are sorted as pairs.
