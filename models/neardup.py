@@ -247,17 +247,41 @@ def apply_folds(session: Session, folds: list[Fold], stories: dict[int, StoryCha
                        "p_changes": f.changes} for f in sorted(updates, key=lambda f: f.own_story_id)])
     # The folding delivery first, its new status and story in one row version; the move of the
     # own story's other deliveries (exact duplicates of it) then no longer finds it.
-    deliveries = _table(Delivery)
-    conn.execute(deliveries.update().where(deliveries.c.id == bindparam("p_id"))
-                 .values(status=bindparam("p_status"), duplicate_of=bindparam("p_of"),
-                         story_id=bindparam("p_story"), version=bindparam("p_version")),
-                 [{"p_id": f.delivery_id, "p_status": f.status, "p_of": f.duplicate_of,
-                   "p_story": f.story_id, "p_version": f.version}
-                  for f in sorted(folds, key=lambda f: f.delivery_id)])
-    for model in (SourceKey, Fingerprint, Delivery):
-        table = _table(model)
-        conn.execute(table.update().where(table.c.story_id == bindparam("p_own"))
-                     .values(story_id=bindparam("p_story"), version=bindparam("p_version")), moves)
+    ordered = sorted(folds, key=lambda f: f.delivery_id)
+    own_ids = [m["p_own"] for m in moves]
+    if (conn.dialect.name == "postgresql" and len(set(own_ids)) == len(own_ids)
+            and len({f.delivery_id for f in folds}) == len(folds)
+            and not set(own_ids) & {f.story_id for f in folds}):
+        # One statement per table over unnest of the values instead of one UPDATE per fold: the
+        # same rows end the same, since each delivery folds once, each own story is moved once,
+        # and no story is both moved and a destination (a row moved is never moved again).
+        conn.exec_driver_sql(
+            "UPDATE deliveries SET status = u.status, duplicate_of = u.duplicate_of,"
+            " story_id = u.story_id, version = u.version"
+            " FROM unnest(%(id)b::varchar[], %(status)b::varchar[], %(of)b::varchar[], %(story)b::int[],"
+            " %(v)b::int[]) AS u(id, status, duplicate_of, story_id, version)"
+            " WHERE deliveries.id = u.id",
+            {"id": [f.delivery_id for f in ordered], "status": [f.status for f in ordered],
+             "of": [f.duplicate_of for f in ordered], "story": [f.story_id for f in ordered],
+             "v": [f.version for f in ordered]})
+        arrays = {"own": own_ids, "story": [m["p_story"] for m in moves],
+                  "v": [m["p_version"] for m in moves]}
+        for name in ("source_keys", "fingerprints", "deliveries"):
+            conn.exec_driver_sql(
+                f"UPDATE {name} SET story_id = m.story_id, version = m.version"
+                " FROM unnest(%(own)b::int[], %(story)b::int[], %(v)b::int[]) AS m(own, story_id, version)"
+                f" WHERE {name}.story_id = m.own", arrays)
+    else:
+        deliveries = _table(Delivery)
+        conn.execute(deliveries.update().where(deliveries.c.id == bindparam("p_id"))
+                     .values(status=bindparam("p_status"), duplicate_of=bindparam("p_of"),
+                             story_id=bindparam("p_story"), version=bindparam("p_version")),
+                     [{"p_id": f.delivery_id, "p_status": f.status, "p_of": f.duplicate_of,
+                       "p_story": f.story_id, "p_version": f.version} for f in ordered])
+        for model in (SourceKey, Fingerprint, Delivery):
+            table = _table(model)
+            conn.execute(table.update().where(table.c.story_id == bindparam("p_own"))
+                         .values(story_id=bindparam("p_story"), version=bindparam("p_version")), moves)
     own = sorted({f.own_story_id for f in folds})
     session.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(own)))
     session.execute(delete(Story).where(Story.id.in_(own)))
