@@ -346,11 +346,12 @@ def signature(
     shingles = _shingle_hashes(hashes, SHINGLE)
     permuted = np.multiply.outer(shingles, _BODY_A)  # in place from here: no temporaries
     permuted += _BODY_B
-    permuted >>= _U64(32)
-    mins = permuted.min(axis=0)
+    # A permutation's value is the high 32 bits; the minimum of those is the high 32 bits of the
+    # minimum (the shift keeps order), so only the minima are shifted, not the whole matrix.
+    mins = permuted.min(axis=0) >> _U64(32)
     body = _fold16(mins)
     skip = min(_dateline_words(match_body), max(0, len(shingles) - 1))
-    lede = _fold16(permuted[skip : skip + LEDE_WORDS - SHINGLE + 1, :LEDE_HASHES].min(axis=0))
+    lede = _fold16(permuted[skip : skip + LEDE_WORDS - SHINGLE + 1, :LEDE_HASHES].min(axis=0) >> _U64(32))
     # The band keys (the candidates' source) leave out shingles of common words only ("في الوقت
     # الذي"): in most stories, as minima they would make every story a candidate of every other
     # and say nothing of this one. All shingles count when too few others remain.
@@ -361,7 +362,7 @@ def signature(
         informative = anchor[:n] | anchor[1 : n + 1] | anchor[2 : n + 2]
         if np.count_nonzero(informative) >= MIN_INFORMATIVE:
             band_rows = band_rows[informative]
-    band_minima = band_rows.min(axis=0)
+    band_minima = band_rows.min(axis=0) >> _U64(32)
 
     title_words = [w for w in words(match_title) if w not in _IGNORED_TITLE_WORDS]
     title_hashes = _hash_words(title_words)
