@@ -132,3 +132,24 @@ def db_session(migrated_pg: str) -> Iterator[object]:
         session.close()
         outer.rollback()
         connection.close()
+
+
+@pytest.fixture()
+def committed(migrated_pg: str) -> Iterator[tuple[object, str]]:
+    """Sessions that commit, on a source name of this test's own; its rows are removed afterwards."""
+    from sqlalchemy import delete, select
+
+    from models import Delivery as DeliveryRow
+    from models import Fingerprint, SourceKey, Story, StoryVersion
+    from models.session import session_factory
+
+    source = f"race-{uuid.uuid4().hex[:8]}"
+    sessions = session_factory(migrated_pg, write=True)
+    yield sessions, source
+    with sessions.begin() as s:
+        ids = s.scalars(select(Story.id).where(Story.source == source)).all()
+        s.execute(delete(DeliveryRow).where(DeliveryRow.source == source))
+        s.execute(delete(SourceKey).where(SourceKey.source == source))
+        s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
+        s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
+        s.execute(delete(Story).where(Story.id.in_(ids)))

@@ -8,18 +8,15 @@ connections: those tests clean up their own rows).
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from models import Delivery as DeliveryRow
 from models import Fingerprint, SourceKey, Story, StoryVersion
-from models.session import session_factory
 from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
 from worker.pipeline import process_batch
 
@@ -140,21 +137,6 @@ def test_a_delivery_charged_alone_stores_nothing_and_the_rest_commit(db_session)
     assert db_session.get(DeliveryRow, slow.delivery_id) is None
     assert db_session.get(SourceKey, ("wire", "s1")) is None
     assert db_session.get(DeliveryRow, fine.delivery_id).status == "new"
-
-
-@pytest.fixture()
-def committed(migrated_pg: str) -> Iterator[tuple[object, str]]:
-    """Sessions that commit, on a source name of this test's own; its rows are removed afterwards."""
-    source = f"race-{uuid.uuid4().hex[:8]}"
-    sessions = session_factory(migrated_pg, write=True)
-    yield sessions, source
-    with sessions.begin() as s:
-        ids = s.scalars(select(Story.id).where(Story.source == source)).all()
-        s.execute(delete(DeliveryRow).where(DeliveryRow.source == source))
-        s.execute(delete(SourceKey).where(SourceKey.source == source))
-        s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
-        s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
-        s.execute(delete(Story).where(Story.id.in_(ids)))
 
 
 def _race(sessions, first: list[DeliveryMessage], second: list[DeliveryMessage]) -> list[str]:

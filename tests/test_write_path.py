@@ -79,22 +79,20 @@ def test_execution_records_start_and_finish_in_one_statement_each(db_session) ->
     assert ledger.history(db_session, ["ex-1", "ex-2", "ex-3"])["ex-2"].timeouts == 1
 
 
-def test_a_batch_losing_a_content_claim_keeps_its_source_key_on_the_winners_story(migrated_pg) -> None:
+def test_a_batch_losing_a_content_claim_keeps_its_source_key_on_the_winners_story(committed) -> None:
     """The stories of a batch are created before its keys are claimed, with the keys pointing at
     them; a delivery that then loses its content claim to a concurrent batch is a duplicate, its
     story is deleted again, and the source key it won points at the winner's story."""
     import threading
-    import uuid
 
-    from sqlalchemy import delete, func, select
+    from sqlalchemy import func, select
 
     from models import Delivery as DeliveryRow
-    from models import Fingerprint, SourceKey, Story, StoryVersion
-    from models.session import session_factory
+    from models import SourceKey, Story, StoryVersion
     from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
     from worker.pipeline import process_batch
 
-    source = f"claim-{uuid.uuid4().hex[:8]}"
+    sessions, source = committed
     body = "أعلنت الوزارة اليوم عن خطة جديدة لتطوير النقل العام في المدن الكبرى خلال العام المقبل."
 
     def msg(sid: str, text: str) -> DeliveryMessage:
@@ -104,45 +102,35 @@ def test_a_batch_losing_a_content_claim_keeps_its_source_key_on_the_winners_stor
 
     first, same_text = msg("c1", body), msg("c2", body)
     other = msg("c3", body + " وأضافت أن التنفيذ يبدأ قريبا.")
-    sessions = session_factory(migrated_pg, write=True)
     statuses: list[str] = []
-    try:
-        with sessions.begin() as s1:
-            assert [o.status for o in process_batch(s1, IngestBatch(deliveries=[first]))] == ["new"]
+    with sessions.begin() as s1:
+        assert [o.status for o in process_batch(s1, IngestBatch(deliveries=[first]))] == ["new"]
 
-            def run() -> None:
-                with sessions.begin() as s2:
-                    outcomes = process_batch(s2, IngestBatch(deliveries=[same_text, other]))
-                    statuses.extend(o.status for o in outcomes)
+        def run() -> None:
+            with sessions.begin() as s2:
+                outcomes = process_batch(s2, IngestBatch(deliveries=[same_text, other]))
+                statuses.extend(o.status for o in outcomes)
 
-            thread = threading.Thread(target=run)
-            thread.start()
-            thread.join(1.5)
-            assert thread.is_alive(), "the second batch waits for the first one's content claim"
-        thread.join(30)
-        assert statuses == ["duplicate", "new"]
-        with sessions() as s:
-            stories = dict(s.execute(select(Story.canonical_delivery_id, Story.id)
-                                     .where(Story.source == source)).tuples().all())
-            assert sorted(stories) == sorted([first.delivery_id, other.delivery_id])
-            keys = {k.source_id: (k.delivery_id, k.story_id, k.version) for k in s.scalars(
-                select(SourceKey).where(SourceKey.source == source))}
-            assert keys == {"c1": (first.delivery_id, stories[first.delivery_id], 1),
-                            "c2": (same_text.delivery_id, stories[first.delivery_id], 1),
-                            "c3": (other.delivery_id, stories[other.delivery_id], 1)}
-            row = s.get(DeliveryRow, same_text.delivery_id)
-            assert (row.status, row.story_id, row.duplicate_of) == (
-                "duplicate", stories[first.delivery_id], first.delivery_id)
-            assert s.scalar(select(func.count()).select_from(StoryVersion).where(
-                StoryVersion.story_id.in_(stories.values()))) == 2
-    finally:
-        with sessions.begin() as s:
-            ids = s.scalars(select(Story.id).where(Story.source == source)).all()
-            s.execute(delete(DeliveryRow).where(DeliveryRow.source == source))
-            s.execute(delete(SourceKey).where(SourceKey.source == source))
-            s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
-            s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
-            s.execute(delete(Story).where(Story.id.in_(ids)))
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(1.5)
+        assert thread.is_alive(), "the second batch waits for the first one's content claim"
+    thread.join(30)
+    assert statuses == ["duplicate", "new"]
+    with sessions() as s:
+        stories = dict(s.execute(select(Story.canonical_delivery_id, Story.id)
+                                 .where(Story.source == source)).tuples().all())
+        assert sorted(stories) == sorted([first.delivery_id, other.delivery_id])
+        keys = {k.source_id: (k.delivery_id, k.story_id, k.version) for k in s.scalars(
+            select(SourceKey).where(SourceKey.source == source))}
+        assert keys == {"c1": (first.delivery_id, stories[first.delivery_id], 1),
+                        "c2": (same_text.delivery_id, stories[first.delivery_id], 1),
+                        "c3": (other.delivery_id, stories[other.delivery_id], 1)}
+        row = s.get(DeliveryRow, same_text.delivery_id)
+        assert (row.status, row.story_id, row.duplicate_of) == (
+            "duplicate", stories[first.delivery_id], first.delivery_id)
+        assert s.scalar(select(func.count()).select_from(StoryVersion).where(
+            StoryVersion.story_id.in_(stories.values()))) == 2
 
 
 def test_key_holders_and_processed_deliveries_in_one_statement_each(db_session) -> None:
