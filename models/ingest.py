@@ -9,7 +9,7 @@ and then reads the winner's row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -213,22 +213,9 @@ def claim_source_keys(session: Session, claims: Iterable[tuple[str, str, str]], 
     and cannot deadlock on each other; a key held by a transaction still running is waited for.
     """
     ordered = sorted(claims)
-    if not ordered:
-        return set()
     refs = [(stories or {}).get((s, i), (None, 1)) for s, i, _ in ordered]
-    conn = _connection(session)
-    if conn.dialect.name == "postgresql":
-        sources, source_ids, delivery_ids = zip(*ordered, strict=True)
-        result = bulk.insert_columns(conn, _SK, {
-            "source": sources, "source_id": source_ids, "delivery_id": delivery_ids,
-            "story_id": [story for story, _ in refs], "version": [version for _, version in refs],
-        }, conflict=("source", "source_id"), returning=("source", "source_id"))
-        return {(source, source_id) for source, source_id in result}
-    rows = [{"source": s, "source_id": i, "delivery_id": d, "story_id": story, "version": version}
-            for (s, i, d), (story, version) in zip(ordered, refs, strict=True)]
-    stmt = (insert_for(session)(_SK).on_conflict_do_nothing(index_elements=["source", "source_id"])
-            .returning(_SK.c.source, _SK.c.source_id))
-    return {(source, source_id) for source, source_id in conn.execute(stmt, rows)}
+    return {(source, source_id) for source, source_id in _claim(session, _SK, ("source", "source_id"),
+                                                                 ordered, refs)}
 
 
 def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]], *,
@@ -236,21 +223,27 @@ def claim_fingerprints(session: Session, claims: Iterable[tuple[str, str]], *,
     """Claim each content hash for its delivery id in one statement; returns the hashes won.
     ``stories`` as in :func:`claim_source_keys`."""
     ordered = sorted(claims)
-    if not ordered:
-        return set()
     refs = [(stories or {}).get(h, (None, 1)) for h, _ in ordered]
+    return {content_hash for (content_hash,) in _claim(session, _FP, ("content_hash",), ordered, refs)}
+
+
+def _claim(session: Session, table: Table, key: tuple[str, ...], claims: Sequence[tuple[str, ...]],
+           refs: Sequence[StoryRef]) -> Iterable[tuple[Any, ...]]:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` of the claims (the key's columns, then the
+    delivery id) in their order, pointing at ``refs``; the keys of the rows inserted."""
+    if not claims:
+        return []
+    names = (*key, "delivery_id")
     conn = _connection(session)
     if conn.dialect.name == "postgresql":
-        hashes, delivery_ids = zip(*ordered, strict=True)
-        return set(bulk.insert_columns(conn, _FP, {
-            "content_hash": hashes, "delivery_id": delivery_ids, "story_id": [story for story, _ in refs],
-            "version": [version for _, version in refs],
-        }, conflict=("content_hash",), returning=("content_hash",)).scalars())
-    rows = [{"content_hash": h, "delivery_id": d, "story_id": story, "version": version}
-            for (h, d), (story, version) in zip(ordered, refs, strict=True)]
-    stmt = (insert_for(session)(_FP).on_conflict_do_nothing(index_elements=["content_hash"])
-            .returning(_FP.c.content_hash))
-    return set(conn.execute(stmt, rows).scalars())
+        columns: dict[str, Sequence[Any]] = dict(zip(names, zip(*claims, strict=True), strict=True))
+        columns |= {"story_id": [story for story, _ in refs], "version": [version for _, version in refs]}
+        return bulk.insert_columns(conn, table, columns, conflict=key, returning=key).tuples()
+    rows = [dict(zip(names, claim, strict=True), story_id=story, version=version)
+            for claim, (story, version) in zip(claims, refs, strict=True)]
+    stmt = (insert_for(session)(table).on_conflict_do_nothing(index_elements=list(key))
+            .returning(*(table.c[name] for name in key)))
+    return conn.execute(stmt, rows).tuples()
 
 
 def delete_stories(session: Session, story_ids: Iterable[int]) -> None:
