@@ -314,14 +314,20 @@ def recovery(env: Env, fault_at: Any, *, caught: str, since: Any = None, until: 
     """Seconds from ``fault_at`` (UTC) until the last delivery caught by the fault was committed.
 
     ``caught`` says which deliveries the fault caught: ``unfinished`` (an attempt whose worker died,
-    started after ``since``), ``repeated`` (attempted more than once), ``republished`` (published
-    again by the reconciler) or ``retried`` (an attempt ended for a retry).
+    started after ``since``: left without an outcome, or settled as a retry afterwards),
+    ``repeated`` (attempted more than once), ``republished`` (published again by the reconciler)
+    or ``retried`` (an attempt ended for a retry).
     """
     from models import Delivery, Execution, PublishedDelivery
     from models.session import session_factory
 
     if caught == "unfinished":
-        which = select(Execution.delivery_id).where(Execution.outcome.is_(None))
+        # An attempt its worker's death interrupted stays without an outcome, or is settled as a
+        # retry when the message runs again: by attribute_lost (the batch-mates of the delivery
+        # that was running) or by settle_retried (every record of an attempt that died before any
+        # delivery was marked as running, whose deliveries were then retried as suspects).
+        which = select(Execution.delivery_id).where(
+            Execution.outcome.is_(None) | (Execution.outcome == "retry"))
         if since is not None:
             which = which.where(Execution.started_at >= since)
         if until is not None:
