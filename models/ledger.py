@@ -103,9 +103,15 @@ class Execution(Base):
 # --- publish ledger ----------------------------------------------------------------------------
 
 
+# zlib level of ledger rows. A corpus story's row is 1,495 bytes at zlib's default (6), 1,667 at
+# level 1, which takes half the producer CPU (50 against 98 us per story): rows are read only by
+# reconcile and pruned after ledger_retention_days, so speed wins over 11% more bytes.
+LEDGER_ZLIB_LEVEL = 1
+
+
 def pack_message(message_json: bytes) -> bytes:
     """The stored form of a message: zlib-compressed JSON."""
-    return zlib.compress(message_json, 6)
+    return zlib.compress(message_json, LEDGER_ZLIB_LEVEL)
 
 
 def unpack_message(stored: bytes) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from celery import Celery
 
@@ -25,13 +26,20 @@ log = structlog.get_logger("akhbar.publish")
 RETRY_POLICY = {"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3}
 
 
-def ledger_rows(messages: list[DeliveryMessage], *, queue: str, task_id: str) -> list[dict[str, Any]]:
-    """Publish ledger rows for ``messages`` sent as task ``task_id`` on ``queue``."""
+def encode(messages: list[DeliveryMessage]) -> list[bytes]:
+    """Each message as the JSON it has in the ``akhbar.ingest`` task and in the publish ledger."""
+    return [m.model_dump_json(exclude_defaults=True).encode("utf-8") for m in messages]
+
+
+def ledger_rows(messages: list[DeliveryMessage], *, queue: str, task_id: str,
+                encoded: list[bytes] | None = None) -> list[dict[str, Any]]:
+    """Publish ledger rows for ``messages`` sent as task ``task_id`` on ``queue`` (``encoded``:
+    their :func:`encode`, when the caller has it already)."""
     from models.ledger import pack_message
 
     return [{"delivery_id": m.delivery_id, "run_id": m.run_id, "batch_id": task_id, "queue": queue,
-             "message": pack_message(m.model_dump_json(exclude_defaults=True).encode("utf-8"))}
-            for m in messages]
+             "message": pack_message(data)}
+            for m, data in zip(messages, encoded or encode(messages), strict=True)]
 
 
 class Publisher:
@@ -58,19 +66,26 @@ class Publisher:
         broker has it. With ``record`` (and the ledger on), the deliveries go into the publish
         ledger first."""
         queue = queue or (self.settings.queue_live if live else self.settings.queue_bulk)
-        batch = IngestBatch(deliveries=messages)
+        IngestBatch(deliveries=messages)  # the task's contract: at least one delivery
         task_id = task_id or str(uuid.uuid4())
+        # Each delivery is serialized once, for the ledger and for the message: the task's
+        # serializer (orjson) embeds the ledger's JSON as it is (orjson.Fragment), the same
+        # document ``IngestBatch.model_dump(mode="json")`` would give, without a second pass.
+        encoded = encode(messages)
         if record and self.settings.publish_ledger:
-            self.record(messages, queue=queue, task_id=task_id)
+            self.record(messages, queue=queue, task_id=task_id, encoded=encoded)
         correlation_id = messages[0].correlation_id
         self.app.send_task(
-            "akhbar.ingest", kwargs=batch.model_dump(mode="json", exclude_defaults=True) | {"v": 1},
+            "akhbar.ingest", kwargs={"deliveries": [orjson.Fragment(data) for data in encoded], "v": 1},
             queue=queue, routing_key=queue, headers={"correlation_id": correlation_id}, task_id=task_id,
             retry=True, retry_policy=RETRY_POLICY,
+            # What monitoring tools show of the message (Celery would write the fragments' repr).
+            kwargsrepr=f"{{'deliveries': <{len(messages)}: {messages[0].delivery_id} ...>, 'v': 1}}",
         )
         return task_id
 
-    def record(self, messages: list[DeliveryMessage], *, queue: str, task_id: str) -> None:
+    def record(self, messages: list[DeliveryMessage], *, queue: str, task_id: str,
+               encoded: list[bytes] | None = None) -> None:
         """Write the deliveries to the publish ledger, committed, before they are published.
 
         Ledger first, broker second: if this process dies between the two, the ledger names a
@@ -82,7 +97,7 @@ class Publisher:
         from models.session import session_scope
 
         with session_scope(self.settings.database_url, write=True) as session:
-            record_published(session, ledger_rows(messages, queue=queue, task_id=task_id))
+            record_published(session, ledger_rows(messages, queue=queue, task_id=task_id, encoded=encoded))
 
     def publish(self, items: Iterable[Delivery | Rejection], *, live: bool = False, run_id: str | None = None,
                 correlation_id: str | None = None,
