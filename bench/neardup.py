@@ -1,10 +1,14 @@
 """Near-duplicate benchmark: accuracy, throughput against datasketch's MinHashLSH on Redis, memory.
 
-    uv run python -m bench.neardup [--quick] [--redis redis://127.0.0.1:6379/0]
+    uv run python -m bench.neardup [--quick] [--no-fresh] [--accuracy-only] [--unlabelled FILE]
+                                   [--redis redis://127.0.0.1:6379/0]
 
 Data: :mod:`bench.corpus_variants` builds labelled deliveries at run time from the corpus: all
-articles of the tuning days (2015-07-22/23/24, where the model and thresholds were fitted) and of
-held-out days (2015-07-26/27 and 08-03), with generated variants of every class and the natural
+articles of the tuning days (2015-07-22/23/24, where the model and thresholds were fitted), of the
+held-out days (2015-07-26/27 and 08-03; their errors were read while tuning, so they are held out
+from fitting but no longer unseen) and of the fresh held-out days (2015-07-25, 08-01 and 08-04,
+added later and never used for any choice: ``--no-fresh`` leaves them out of a tuning run), with
+generated variants of every class and the natural
 cross-outlet reprints, labelled by an offline rule and, where the rule cannot decide, by hand
 (``bench/natural_pairs_checked.tsv``). Each split runs through a fresh index in arrival order, as
 the persist stage would: an exact match on the content hash is a ``duplicate``; otherwise the
@@ -19,10 +23,15 @@ datasketch's MinHashLSH (128 permutations, the same word 3-grams, its threshold 
 days, Redis storage) and akhbar (one delivery per lookup-and-add, and micro-batches of 50 as the
 ingest task sends them) see the same deliveries interleaved 250 at a time, so that other load on
 the machine falls on all alike: F1 and the dedup-stage throughput ratio (timed from match form to
-decision, normalization excluded). Finally 100,000 stories are indexed (written by a word-bigram
+decision, normalization excluded); datasketch also runs on the fresh held-out days (in memory, F1
+only). Finally 100,000 stories are indexed (written by a word-bigram
 model of the other corpus days, one window) to report the median dedup cost per story at that size
 and Redis bytes per indexed story (MEMORY USAGE summed over the index's keys). Every key is written
-under a private prefix, deleted at the end.
+under a private prefix, deleted at the end. ``--accuracy-only`` stops after the per-split scores.
+
+``--unlabelled FILE`` writes the natural pairs the rule left ambiguous, unread, that some system
+joined on the held-out splits (article ids, one pair a line in the format of
+``bench/natural_pairs_checked.tsv`` with the label left empty), for a reader to label.
 """
 
 from __future__ import annotations
@@ -444,30 +453,68 @@ def cross_validate(
     return out
 
 
+SPLIT_NAMES = {"tune": "tune", "test": "held-out", "fresh": "fresh held-out"}
+
+
+def unread_pairs(split: str, prepared: Sequence[Prepared], result: RunResult) -> set[tuple[str, str, str]]:
+    """(split, article id, article id) for each natural pair the labelling rule left ambiguous, with
+    no hand label, that ``result`` put in one group."""
+    clusters: dict[str, list[cv.LabelledDelivery]] = defaultdict(list)
+    for p in prepared:
+        clusters[result.clusters.find(p.item.delivery_id)].append(p.item)
+    out = set()
+    for members in clusters.values():
+        roots = {d.root: d for d in members}
+        for a, d in roots.items():
+            for b in d.ambiguous_roots:
+                if b in roots and a < b:
+                    out.add((split, a, b))
+    return out
+
+
+def write_unlabelled(path: str | None, pairs: set[tuple[str, str, str]]) -> None:
+    if path is None:
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        for split, a, b in sorted(pairs):
+            fh.write(f"{a}\t{b}\t\t# {split}\n")
+    print(f"\n{len(pairs)} unread ambiguous natural pairs joined, written to {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="near-duplicate benchmark")
     parser.add_argument("--redis", default=os.environ.get("AKHBAR_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--quick", action="store_true", help="one held-out day and 20,000 indexed stories")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--indexed", type=int, default=100_000)
+    parser.add_argument("--no-fresh", action="store_true", help="leave the fresh held-out days out")
+    parser.add_argument(
+        "--accuracy-only", action="store_true", help="per-split scores only (no datasketch, no load test)"
+    )
+    parser.add_argument("--unlabelled", help="write the unread ambiguous natural pairs some system joined")
     args = parser.parse_args(argv)
 
     client = redis.Redis.from_url(args.redis)
     prefix = f"akhbar-bench-{os.getpid()}"
     test_days = cv.TEST_DAYS[:1] if args.quick else cv.TEST_DAYS
+    splits = [("tune", cv.TUNE_DAYS), ("test", test_days)]
+    if not args.no_fresh:
+        splits.append(("fresh", cv.FRESH_DAYS[:1] if args.quick else cv.FRESH_DAYS))
+    unlabelled: set[tuple[str, str, str]] = set()
     indexed = 20_000 if args.quick else args.indexed
     try:
         log("loading the corpus and generating the labelled sets ...")
         corpus = cv.load_corpus()
         sets = {}
-        for name, days in (("tune", cv.TUNE_DAYS), ("test", test_days)):
+        for name, days in splits:
             stats: dict[str, Any] = {}
             items = cv.generate(seed=args.seed, days=days, corpus=corpus, stats=stats)
             sets[name] = prepare(items)
             edits = Counter(d.edit for d in items)
             labels = Counter(d.label for d in items)
             print(
-                f"{name}: days {', '.join(days)}: {stats['articles']} articles, {len(items)} deliveries; "
+                f"{SPLIT_NAMES[name]}: days {', '.join(days)}: {stats['articles']} articles, "
+                f"{len(items)} deliveries; "
                 f"natural same-story pairs {stats['natural_positive_pairs']}; ambiguous pairs checked by "
                 f"hand {stats['natural_hand_checked']}, left unlabelled {stats['natural_ambiguous_pairs']}"
             )
@@ -486,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  cut {cut:+.1f}: pair precision {p:.4f} recall {r:.4f} (candidate pairs, before grouping)"
             )
-        if not args.quick:
+        if not args.quick and not args.accuracy_only:
             log("cross-validating the cut on the tuning days (leave one day out) ...")
             cv_scores = cross_validate(sets["tune"], client, prefix, (3.5, 4.0, 4.5, 5.0, 5.5))
             print("  leave-one-tuning-day-out cross-validation (weights refitted on the other days):")
@@ -497,9 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + ("   <- committed" if cut == DEFAULT_THRESHOLDS.same_story else "")
                 )
 
-        print(
-            "\nakhbar near-duplicate stage (committed thresholds, fresh Redis index per split):"
-        )
+        print("\nakhbar near-duplicate stage (committed thresholds, fresh Redis index per split):")
         ours: dict[str, tuple[RunResult, Scores]] = {}
         for name, prepared in sets.items():
             for batch in (1, BATCH):
@@ -508,12 +553,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = run_ours(prepared, index, batch=batch)
                 sc = score(prepared, res)
                 ours[f"{name}/{batch}"] = (res, sc)
-                print_scores(f"{name}, batch {batch}", sc, res.seconds, len(prepared))
+                print_scores(f"{SPLIT_NAMES[name]}, batch {batch}", sc, res.seconds, len(prepared))
                 index.drop()
-        conf = ours["test/1"][1].confusion
-        print("  held-out label confusion (truth -> predicted: count):")
-        for (truth, got), n in sorted(conf.items()):
-            print(f"    {truth:>15} -> {got:<15} {n}")
+                if name != "tune":
+                    unlabelled |= unread_pairs(name, prepared, res)
+        for name in sets:
+            if name == "tune":
+                continue
+            print(f"  {SPLIT_NAMES[name]} label confusion (truth -> predicted: count):")
+            for (truth, got), n in sorted(ours[f"{name}/1"][1].confusion.items()):
+                print(f"    {truth:>15} -> {got:<15} {n}")
+        if args.accuracy_only:
+            write_unlabelled(args.unlabelled, unlabelled)
+            return 0
 
         log("choosing the datasketch threshold on the tuning split (in-memory storage) ...")
         best_t, best_f1 = 0.5, -1.0
@@ -522,6 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"  datasketch threshold {t}: tune F1 {sc.f1:.4f} P {sc.precision:.4f} R {sc.recall:.4f}")
             if sc.f1 > best_f1:
                 best_t, best_f1 = t, sc.f1
+        if "fresh" in sets:
+            res = run_datasketch(sets["fresh"], best_t, None)
+            unlabelled |= unread_pairs("fresh", sets["fresh"], res)
+            print(f"\nfresh held-out days, datasketch MinHashLSH (threshold {best_t}, in memory):")
+            print_scores("datasketch MinHashLSH", score(sets["fresh"], res), res.seconds, len(sets["fresh"]))
         log(f"running datasketch MinHashLSH(threshold={best_t}) with Redis storage on the held-out split ...")
         url = client.connection_pool.connection_kwargs
         storage = {
@@ -543,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runners["datasketch MinHashLSH+Redis"] = DatasketchRunner(best_t, storage)
         interleaved(list(runners.values()), test)
         ds = runners["datasketch MinHashLSH+Redis"].result
+        unlabelled |= unread_pairs("test", test, ds)
+        write_unlabelled(args.unlabelled, unlabelled)
         ds_keys = list(client.scan_iter(match=f"{prefix}-ds*", count=2000))
         ds_bytes = redis_bytes(client, ds_keys)
         ds_stories = sum(1 for label in ds.labels.values() if label != "duplicate")
