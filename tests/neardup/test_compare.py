@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +11,7 @@ import pytest
 
 from bench import corpus_variants as cv
 from tests.conftest import read_corpus
-from worker.neardup import Signature, compare, signature
+from worker.neardup import DEFAULT_THRESHOLDS, Signature, compare, signature
 from worker.stages.normalize import normalize
 
 T0 = datetime(2015, 7, 22, 8, 0, tzinfo=UTC)
@@ -162,6 +164,30 @@ def test_a_template_story_reprinted_is_the_same_story() -> None:
     assert verdict.same_story and verdict.label == "near_duplicate"
 
 
+def test_a_weak_match_needs_the_headline_or_the_lede(articles: list[dict]) -> None:
+    """Another story under its own headline that carries the tail of a story (one page with two
+    stories, a shared background paragraph) scores just over the cut on its text: without the
+    headline or the lede in common that is no match; under the story's own headline it is."""
+    t = DEFAULT_THRESHOLDS
+    rule_off = dataclasses.replace(t, weak_score=t.same_story)
+    weak = 0
+    for a, b in zip(articles[:20], articles[20:40], strict=True):
+        pa, pb = cv._paras(a["body"]), cv._paras(b["body"])
+        story = sig(a["title"], a["body"])
+        for cut, lead in itertools.product(range(1, len(pa)), (1, 2, 3)):
+            mixed = "\n".join(pb[:lead] + pa[cut:])
+            other = sig(b["title"], mixed, source="okaz")
+            without_rule = compare(story, other, rule_off)
+            if not (without_rule.same_story and without_rule.score < t.weak_score):
+                continue
+            weak += 1
+            verdict = compare(story, other)
+            assert verdict.title < t.weak_title and verdict.lede < t.weak_lede
+            assert not verdict.same_story and verdict.label == "different"
+            assert compare(story, sig(a["title"], mixed, source="okaz")).same_story
+    assert weak >= 3
+
+
 def test_stories_outside_the_window_are_different(articles: list[dict]) -> None:
     row = articles[0]
     assert not compare(
@@ -207,6 +233,7 @@ def test_signature_vectors_match_their_plain_definitions(articles: list[dict]) -
         for line in n.match_body.split("\n"):
             words = [module._token_hash(w) >> 32 for w in line.split() if w.isalnum()]
             if words:
-                simhashes.append(sum(1 << b for b in range(32)
-                                     if 2 * sum((h >> b) & 1 for h in words) > len(words)))
+                simhashes.append(
+                    sum(1 << b for b in range(32) if 2 * sum((h >> b) & 1 for h in words) > len(words))
+                )
         assert s.paragraphs == np.array(simhashes[: module.MAX_PARAGRAPHS], dtype="<u4").tobytes()

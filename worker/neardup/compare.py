@@ -15,7 +15,10 @@ template share half. The decision combines
 
 These features are combined by a logistic regression whose weights and cut (:class:`Thresholds`)
 were fitted on one part of the labelled benchmark (``python -m bench.neardup``) and are reported on
-another; a flash and its story are recognised by their shared lede and headline.
+another; a flash and its story are recognised by their shared lede and headline. A weak match (a
+score just over the cut) counts only when the headlines or the ledes agree as well: the false
+matches that remained were of that kind, and each one joins two whole groups into one (groups are
+connected components), so one weak match costs every pair across them.
 
 Labels: an *update* is a new version from the same source with a substantive change (whole
 paragraphs added or removed, a replaced headline, a flash followed by the full story); every other
@@ -62,7 +65,14 @@ class Thresholds:
     the third, a working day with market reports among them): the cut with the best mean pairwise
     F1 among those whose precision is at least 0.99 on every held-out tuning day (4.0 missed that on
     the working day: 0.966). ``python -m bench.neardup`` fits the weights again and prints the
-    cross-validation next to these; the held-out days were not used for any choice.
+    cross-validation next to these.
+
+    ``weak_score``, ``weak_title`` and ``weak_lede`` were chosen later on the tuning days and the
+    first held-out days together (whose false pairs had been read): the false pairs there came
+    almost all from a handful of matches scoring under 6 that shared neither headline words nor a
+    lede value, each joining two groups. Any weak score from 5.5 to 6.5 and headline share from 0.1
+    to 0.3 gives held-out precision 0.996 to 0.999 and same-story F1 0.975 to 0.981 on both splits;
+    the fresh held-out days (``bench.neardup``) were not used for any choice.
     """
 
     window_hours: float = 7 * 24
@@ -86,6 +96,12 @@ class Thresholds:
         0.009,
     )
     same_story: float = 4.5
+    # A weak match (score under ``weak_score``) also needs the headline or the lede to agree: two
+    # different events that share a background paragraph, or one page carrying two stories, share
+    # body text but neither their headline nor their opening words, which a reprint keeps.
+    weak_score: float = 6.0
+    weak_title: float = 0.2
+    weak_lede: float = 0.25  # one lede MinHash value of four in common
     # Optionally (0: off, as cross-validation chose), unless the bodies alone are this similar, the
     # anchors must agree this much: two stories from one template (the King and the Crown Prince
     # receiving one visitor) share text but not their names.
@@ -266,6 +282,7 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
     same = in_window and (
         (
             score >= t.same_story
+            and (score >= t.weak_score or f["title"] >= t.weak_title or f["lede"] >= t.weak_lede)
             and (
                 f["anchors"] >= t.anchors_floor
                 or f["body"] >= t.body_alone
