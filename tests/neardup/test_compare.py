@@ -188,6 +188,26 @@ def test_a_weak_match_needs_the_headline_or_the_lede(articles: list[dict]) -> No
     assert weak >= 3
 
 
+def test_days_apart_the_same_story_must_hold_the_other(articles: list[dict]) -> None:
+    """Half a story under its headline with other paragraphs after it is the same story a day later,
+    not four days later (a template story of another day shares that much); the story cut by two
+    paragraphs still is, four days later."""
+    far = 0
+    for a, b in zip(articles[:20], articles[20:40], strict=True):
+        pa, pb = cv._paras(a["body"]), cv._paras(b["body"])
+        story = sig(a["title"], a["body"])
+        mixed = "\n".join(pa[: len(pa) // 2] + pb[:3])
+        near = compare(story, sig(a["title"], mixed, source="okaz", at=T0 + timedelta(days=1)))
+        later = compare(story, sig(a["title"], mixed, source="okaz", at=T0 + timedelta(days=4)))
+        assert near.same_story
+        if later.containment < DEFAULT_THRESHOLDS.far_containment:
+            far += 1
+            assert not later.same_story
+        cut = compare(story, sig(a["title"], "\n".join(pa[:-2]), source="okaz", at=T0 + timedelta(days=4)))
+        assert cut.same_story and cut.label == "near_duplicate"
+    assert far >= 10
+
+
 def test_stories_outside_the_window_are_different(articles: list[dict]) -> None:
     row = articles[0]
     assert not compare(
