@@ -253,23 +253,23 @@ def produce(
 ) -> None:
     """``akhbar produce --config sources.toml``: run the configured sources until SIGINT/SIGTERM,
     publishing with :class:`producers.publish.Publisher` and keeping health in the database."""
+    settings = settings or get_settings()
+    _run_until_stopped(load_config(config_path), settings, stop_event, only=only)
+
+
+def _run_until_stopped(config: SourcesConfig, settings: Settings, stop_event: threading.Event | None,
+                       only: Iterable[str] | None = None) -> None:
+    """Run ``config``'s sources with a publisher of their own until ``stop_event`` (or, on the main
+    thread, SIGINT/SIGTERM) stops them, keeping source health in the database."""
     from producers.publish import Publisher
 
-    settings = settings or get_settings()
-    config = load_config(config_path)
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_signals(stop_event)
     publisher = Publisher(settings)
     try:
-        run(
-            config,
-            publisher,
-            stop_event,
-            settings=settings,
-            health=DatabaseHealth(settings.database_url),
-            only=only,
-        )
+        run(config, publisher, stop_event, settings=settings, health=DatabaseHealth(settings.database_url),
+            only=only)
     finally:
         publisher.close()
 
@@ -291,23 +291,7 @@ def serve(
     pushes = [s.model_copy(update=overrides) for s in config.sources if isinstance(s, PushSource)]
     if not pushes:
         raise ValueError(f"{config_path} has no source of kind 'push'")
-    produce_config = config.model_copy(update={"sources": pushes})
-    from producers.publish import Publisher
-
-    stop_event = stop_event or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        _stop_on_signals(stop_event)
-    publisher = Publisher(settings)
-    try:
-        run(
-            produce_config,
-            publisher,
-            stop_event,
-            settings=settings,
-            health=DatabaseHealth(settings.database_url),
-        )
-    finally:
-        publisher.close()
+    _run_until_stopped(config.model_copy(update={"sources": pushes}), settings, stop_event)
 
 
 def source_rows(database_url: str) -> list[dict[str, Any]]:
