@@ -256,11 +256,18 @@ def _build_in_child() -> Gazetteer | None:
             os.kill(pid, signal.SIGKILL)
     finally:
         os.close(read_end)
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by another SIGCHLD handler: the bytes tell
+            status = 0
     if status != 0 or not chunks:
         return None
-    # The bytes come from this process's own child through a private pipe.
-    built = pickle.loads(b"".join(chunks))
+    try:
+        # The bytes come from this process's own child through a private pipe; a child that died
+        # half-way leaves a truncated pickle, which does not load.
+        built = pickle.loads(b"".join(chunks))
+    except Exception:
+        return None
     return built if isinstance(built, Gazetteer) else None
 
 
