@@ -33,15 +33,20 @@ def test_checked_pairs_decide_only_the_pairs_the_rule_left_ambiguous() -> None:
 def test_checked_pairs_file_names_benchmark_articles_only() -> None:
     checked = cv.load_checked()
     assert len(checked) >= 100
-    days = set(cv.TUNE_DAYS) | set(cv.TEST_DAYS)
+    days = set(cv.TUNE_DAYS) | set(cv.TEST_DAYS) | set(cv.FRESH_DAYS)
+    split = {
+        day: name
+        for name, split_days in (("tune", cv.TUNE_DAYS), ("test", cv.TEST_DAYS), ("fresh", cv.FRESH_DAYS))
+        for day in split_days
+    }
     pattern = re.compile(r"^saudinewsnet/(\d{4}-\d\d-\d\d)/[a-z0-9]+/\d{4}$")
     for a, b in checked:
         assert a < b
         for article in (a, b):
             found = pattern.match(article)
             assert found and found.group(1) in days, article
-        # A pair never spans the tuning and the held-out days.
-        assert (a.split("/")[1] in cv.TUNE_DAYS) == (b.split("/")[1] in cv.TUNE_DAYS), (a, b)
+        # A pair never spans two splits (the tuning and either held-out split).
+        assert split[a.split("/")[1]] == split[b.split("/")[1]], (a, b)
     assert {True, False} <= set(checked.values())
 
 
