@@ -228,6 +228,50 @@ class Progress:
         return None
 
 
+class CpuMeter:
+    """Samples the CPU time of the workers and of the PostgreSQL server in a thread, so that the
+    CPU a stretch of a run cost can be read afterwards for any interval of wall-clock time (for
+    workers and a server that are not restarted meanwhile: a new process starts from zero)."""
+
+    def __init__(self, env: Env, interval: float = 0.1) -> None:
+        self.env = env
+        self.interval = interval
+        # (time.time(), workers' CPU seconds, PostgreSQL's CPU seconds), cumulative.
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            workers = sum(w.cpu_seconds() for w in self.env.workers)
+            self.samples.append((time.time(), workers, self.env.pg.cpu_seconds()))
+            self._stop.wait(self.interval)
+
+    def _at(self, moment: float) -> tuple[float, float]:
+        """Cumulative (workers, PostgreSQL) CPU seconds at ``moment``, interpolated."""
+        import bisect
+
+        i = bisect.bisect_left(self.samples, (moment,))
+        if i == 0 or i == len(self.samples):
+            raise ValueError("moment outside the sampled interval")
+        (t0, w0, p0), (t1, w1, p1) = self.samples[i - 1], self.samples[i]
+        share = (moment - t0) / (t1 - t0)
+        return w0 + (w1 - w0) * share, p0 + (p1 - p0) * share
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(workers, PostgreSQL) CPU seconds spent from ``start`` to ``end`` (``time.time()``)."""
+        a, b = self._at(start), self._at(end)
+        return b[0] - a[0], b[1] - a[1]
+
+
 def wait_committed(
     env: Env, run_id: str | None, total: int, timeout: float, tick: Callable[[], None] | None = None
 ) -> bool:

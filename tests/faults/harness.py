@@ -67,6 +67,24 @@ def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) of process ``pid``, of its children still running and of the
+    children it has reaped: a pool process killed and replaced, or a PostgreSQL backend that has
+    exited, still counts. 0 if ``pid`` is gone."""
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        children = root.children()
+    except psutil.Error:
+        return 0.0
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -229,6 +247,14 @@ class PostgresCluster:
             "-c max_connections=200 -c full_page_writes=off",
             "start",
         )
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server: the postmaster, its backends and those that have exited."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        return tree_cpu_seconds(pid)
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
@@ -402,6 +428,10 @@ class Worker:
             except psutil.NoSuchProcess:
                 continue
         return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the worker: its main process and pool processes, killed ones included."""
+        return tree_cpu_seconds(self.pid) if self.proc is not None else 0.0
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
