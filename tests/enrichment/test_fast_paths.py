@@ -92,13 +92,15 @@ def test_stem_strips_the_first_clitic_that_leaves_three_letters(token: str) -> N
     assert text._stem(token) == reference(token)
 
 
-def test_keyword_memo_survives_being_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyword_memo_survives_its_generations_turning_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.memo import TokenMemo
+
     title, body = "العراق يستضيف القمة", "والعراق يستضيف القمة العربية في بغداد\nبالعراق قمة عربية جديدة"
     expected = text.keywords(title, body)
-    monkeypatch.setattr(text, "_TERMS", {})
-    monkeypatch.setattr(text, "_TERMS_MAX", 3)
+    monkeypatch.setattr(text, "_TERMS", TokenMemo(text._TERMS.compute, 3))
     assert text.keywords(title, body) == expected
     assert text.keywords(title, body) == expected
+    assert len(text._TERMS) <= 6
 
 
 def test_token_counts_hold_the_token_set_the_place_rules_read() -> None:

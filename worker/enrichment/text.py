@@ -18,6 +18,7 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from worker.enrichment import lexicon
 from worker.enrichment.dates import GREGORIAN, HIJRI, WEEKDAYS
 from worker.enrichment.stopwords import stopword_forms
+from worker.memo import TokenMemo
 from worker.stages.normalize import match_form
 from worker.stages.normalize_fast import char_class
 
@@ -120,11 +121,6 @@ def _stem(token: str) -> str:
 # three characters.
 _CLITIC_RE = re.compile(f"(?:{'|'.join(_CLITIC_ARTICLE)})(?=.{{3}})", re.DOTALL)
 
-# token -> the keyword it counts for, "" for none: memoized, since a vocabulary repeats.
-_TERMS: dict[str, str] = {}
-_TERMS_MAX = 500_000
-
-
 def _term(token: str) -> str | None:
     """The keyword a token counts for, or None."""
     skip = _non_keywords()
@@ -136,16 +132,15 @@ def _term(token: str) -> str | None:
     return stem
 
 
-def _stems(tokens: Mapping[str, int]) -> list[str | None]:
+# token -> the keyword it counts for, "" for none: memoized, since a vocabulary repeats (bounded:
+# see worker/memo.py; 50,000 tokens a generation hold a day's vocabulary).
+TERMS_GENERATION = 50_000
+_TERMS: TokenMemo[str] = TokenMemo(lambda token: _term(token) or "", TERMS_GENERATION)
+
+
+def _stems(tokens: Mapping[str, int]) -> list[str]:
     """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each."""
-    terms = _TERMS
-    stems = list(map(terms.get, tokens))
-    if None in stems:  # tokens not seen yet in this process
-        if len(terms) >= _TERMS_MAX:
-            terms.clear()  # bound the memory of a long-running worker
-        stems = [terms.setdefault(token, _term(token) or "") if stem is None else stem
-                 for token, stem in zip(tokens, stems, strict=True)]
-    return stems
+    return _TERMS.many(list(tokens))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +195,7 @@ def keywords(match_title: str, match_body: str, counted: TokenCounts | None = No
             counts[stem] = n
             best[stem] = (n, token)
             spread[stem] = line_df[token]
-    # Every headline token is in the memo now (it is one of tf's): its term is one lookup.
-    terms = _TERMS
-    in_title = {terms[token] for token in counted.title}
+    in_title = set(_TERMS.many(counted.title))
     n_lines = max(1, len(counted.lines))
     # Negated scores: the ten smallest, ties by term, are the keywords. The tenth smallest float
     # bounds them, so only the terms scoring at least that much are sorted as pairs.

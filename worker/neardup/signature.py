@@ -25,7 +25,6 @@ story (1 KB before any Redis overhead) and has no notion of anchors, ledes or pa
 from __future__ import annotations
 
 import itertools
-import operator
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,8 @@ from importlib import resources
 
 import numpy as np
 import xxhash
+
+from worker.memo import TokenMemo
 
 FORMAT_VERSION = 1
 BODY_HASHES = 64  # MinHash values of the body
@@ -68,43 +69,37 @@ def common_words() -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-_token_cache: dict[str, int] = {}
 _ANCHOR = 1  # flag bits kept in the three lowest bits of a token's hash
 _NUMBER = 2
 _PUNCT = 4
 
 
-def _token_hash(token: str) -> int:
-    """A token's xxh3, with its three lowest bits replaced by flags: anchor word, number, punctuation.
-
-    Words are classified once per process (a bounded cache: news vocabulary repeats), so the
-    signature needs no per-word Python work beyond one dictionary lookup.
-    """
-    value = _token_cache.get(token)
-    if value is None:
-        value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~7
-        if not token.isalnum():
-            value |= _PUNCT
-        elif token not in common_words() and (len(token) >= 3 or not token.isalpha()):
-            value |= _ANCHOR
-        if token.isdigit() and len(token) >= 2:
-            value |= _NUMBER
-        if len(_token_cache) > 500_000:
-            _token_cache.clear()
-        _token_cache[token] = value
+def _flagged_hash(token: str) -> int:
+    """A token's xxh3, with its three lowest bits replaced by flags: anchor word, number, punctuation."""
+    value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~7
+    if not token.isalnum():
+        value |= _PUNCT
+    elif token not in common_words() and (len(token) >= 3 or not token.isalpha()):
+        value |= _ANCHOR
+    if token.isdigit() and len(token) >= 2:
+        value |= _NUMBER
     return value
 
 
+# Words are classified once per process (a bounded memo, see worker/memo.py: news vocabulary
+# repeats), so the signature needs no per-word Python work beyond one dictionary lookup.
+TOKEN_GENERATION = 50_000
+_TOKEN_HASHES: TokenMemo[int] = TokenMemo(_flagged_hash, TOKEN_GENERATION)
+
+
+def _token_hash(token: str) -> int:
+    """:func:`_flagged_hash` of ``token``, memoized."""
+    return _TOKEN_HASHES.one(token)
+
+
 def _hash_words(tokens: list[str]) -> np.ndarray:
-    """The flagged hash of every token (see :func:`_token_hash`)."""
-    values = list(map(_token_cache.get, tokens))
-    if None in values:  # words not seen yet in this process (no token hashes to 0)
-        for word in set(itertools.compress(tokens, map(operator.not_, values))):
-            _token_hash(word)
-        values = list(map(_token_cache.get, tokens))
-        if None in values:  # the cache was cleared meanwhile
-            values = [v or _token_hash(w) for v, w in zip(values, tokens, strict=True)]
-    return np.array(values, dtype=np.uint64)
+    """The flagged hash of every token (see :func:`_flagged_hash`)."""
+    return np.array(_TOKEN_HASHES.many(tokens), dtype=np.uint64)
 
 
 def _word_hashes(paragraphs: list[list[str]]) -> tuple[np.ndarray, list[int]]:
@@ -366,7 +361,7 @@ def signature(
 
     title_words = [w for w in words(match_title) if w not in _IGNORED_TITLE_WORDS]
     title_hashes = _hash_words(title_words)
-    title = sorted({(_token_cache[w] >> 16) & 0xFFFF for w in title_words})[:MAX_TITLE_WORDS]
+    title = sorted({(h >> 16) & 0xFFFF for h in title_hashes.tolist()})[:MAX_TITLE_WORDS]
 
     every = np.concatenate((title_hashes, hashes))
     all_anchors = _sorted_unique((every[(every & _U64(_ANCHOR)) != 0] >> _U64(20)) & _U64(0xFFFF))
