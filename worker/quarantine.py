@@ -99,7 +99,10 @@ class RecentTimes:
     its 49 batch-mates that long. Its first attempt runs under a limit derived from what stories
     really take here: ``max(floor, factor x`` the 99th percentile of the last :data:`SIZE` times of
     a delivery's own work (each step run under the deadline) ``)``, never above the full limit,
-    and the full limit until :data:`MIN_SAMPLES` are known (a new process's first batch). One that
+    and the floor itself until :data:`MIN_SAMPLES` are known (a new process's first batch, which is
+    also the batch a replaced process reruns after a crash: under the full limit, a hang there
+    would hold its batch-mates 30 s; the floor is a hundred times what a story's steps take, even
+    in a fresh process, which the pool forks warm). One that
     runs past it is charged a timeout like any other; its later attempts run alone (as a suspect)
     with the full limit, so a story that is only slow is stored at its second attempt and is
     quarantined only if it also runs past the full limit twice.
@@ -117,8 +120,10 @@ class RecentTimes:
     def limit(self, full: float, *, floor: float, factor: float) -> float:
         """The first attempt's limit (``full`` when ``floor`` is 0: no tighter limit)."""
         n = len(self.samples)
-        if floor <= 0 or n < self.MIN_SAMPLES:
+        if floor <= 0:
             return full
+        if n < self.MIN_SAMPLES:
+            return min(full, floor)
         p99 = sorted(self.samples)[int(0.99 * (n - 1))]
         return min(full, max(floor, factor * p99))
 
