@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import pytest
@@ -188,18 +188,15 @@ def committed_count(env: Env, run_id: str | None = None) -> int:
         return int(session.scalar(stmt) or 0)
 
 
-class Progress:
-    """Samples the committed count in a thread, to measure when commits stop and resume."""
+class _Sampler:
+    """Calls ``sample()`` every ``interval`` seconds in a thread, for the duration of a ``with``."""
 
-    def __init__(self, env: Env, run_id: str | None, interval: float = 0.2) -> None:
-        self.env = env
-        self.run_id = run_id
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -207,12 +204,28 @@ class Progress:
         self._stop.set()
         self._thread.join(10)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            # The database is down on purpose in some tests.
-            with contextlib.suppress(Exception):
-                self.samples.append((time.monotonic(), committed_count(self.env, self.run_id)))
+            self.sample()
             self._stop.wait(self.interval)
+
+
+class Progress(_Sampler):
+    """Samples the committed count in a thread, to measure when commits stop and resume."""
+
+    def __init__(self, env: Env, run_id: str | None, interval: float = 0.2) -> None:
+        super().__init__(interval)
+        self.env = env
+        self.run_id = run_id
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> None:
+        # The database is down on purpose in some tests.
+        with contextlib.suppress(Exception):
+            self.samples.append((time.monotonic(), committed_count(self.env, self.run_id)))
 
     @property
     def last(self) -> int:
@@ -228,32 +241,20 @@ class Progress:
         return None
 
 
-class CpuMeter:
+class CpuMeter(_Sampler):
     """Samples the CPU time of the workers and of the PostgreSQL server in a thread, so that the
     CPU a stretch of a run cost can be read afterwards for any interval of wall-clock time (for
     workers and a server that are not restarted meanwhile: a new process starts from zero)."""
 
     def __init__(self, env: Env, interval: float = 0.1) -> None:
+        super().__init__(interval)
         self.env = env
-        self.interval = interval
         # (time.time(), workers' CPU seconds, PostgreSQL's CPU seconds), cumulative.
         self.samples: list[tuple[float, float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> CpuMeter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            workers = sum(w.cpu_seconds() for w in self.env.workers)
-            self.samples.append((time.time(), workers, self.env.pg.cpu_seconds()))
-            self._stop.wait(self.interval)
+    def sample(self) -> None:
+        workers = sum(w.cpu_seconds() for w in self.env.workers)
+        self.samples.append((time.time(), workers, self.env.pg.cpu_seconds()))
 
     def _at(self, moment: float) -> tuple[float, float]:
         """Cumulative (workers, PostgreSQL) CPU seconds at ``moment``, interpolated."""
