@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BATCH_SIZE = 200
 
 
 class Settings(BaseSettings):
@@ -34,7 +36,8 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2)
 
     # Micro-batching: a producer sends up to batch_size deliveries per message, or what it has
-    # after batch_ms on a live source.
+    # after batch_ms on a live source. Unset, it is 50 with a broker and EMBEDDED_BATCH_SIZE in
+    # embedded mode (see below).
     batch_size: int = Field(default=50, ge=1, le=1000)
     batch_ms: int = Field(default=200, ge=0)
 
@@ -92,6 +95,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # "auto": console renderer on a TTY, JSON lines otherwise.
     log_format: str = "auto"
+
+    @model_validator(mode="after")
+    def _embedded_batches(self) -> Settings:
+        # In embedded mode the producer and the worker share one process and one SQLite writer,
+        # and a batch's fixed costs (its transaction, execution records, ledger commit) are paid
+        # by the same thread that does the stories' work; there is no other worker to share a
+        # message with, and no broker round trip to bound. Replaying the corpus took 10% less CPU
+        # with batches of 200 than of 50 (34.9 and 33.5 s against 39.3, 39.7 and 36.4 s).
+        if self.redis_url is None and "batch_size" not in self.model_fields_set:
+            self.batch_size = EMBEDDED_BATCH_SIZE
+        return self
 
     @field_validator("redis_url", mode="before")
     @classmethod
