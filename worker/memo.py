@@ -59,6 +59,3 @@ class TokenMemo(Generic[V]):
             self.old, self.young = self.young, {}
         self.young[token] = value
         return value
-
-    def clear(self) -> None:
-        self.young, self.old = {}, {}

@@ -17,13 +17,9 @@ is a single pass over the story whatever the number of names.
 from __future__ import annotations
 
 import gettext
-import os
-import pickle
+import multiprocessing
 import re
-import select
-import signal
 import threading
-import time
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -214,7 +210,7 @@ def load() -> Gazetteer:
     about 4 MB) and exits with that heap. Anywhere a fork is not safe (other threads may hold
     locks the child would need) or fails, the build runs here.
     """
-    if hasattr(os, "fork") and threading.active_count() == 1:
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
         built = _build_in_child()
         if built is not None:
             return built
@@ -222,53 +218,24 @@ def load() -> Gazetteer:
 
 
 def _build_in_child() -> Gazetteer | None:
-    """:func:`build` run in a forked child; None if the child failed or took too long."""
-    read_end, write_end = os.pipe()
+    """:func:`build` run in a forked child process; None if it failed or took too long."""
     try:
-        pid = os.fork()
+        pool = multiprocessing.get_context("fork").Pool(1)
     except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        return None
-    if pid == 0:  # the child: build, write, and leave without running any of the parent's exit code
-        status = 1
-        try:
-            os.close(read_end)
-            data = pickle.dumps(build(), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(write_end, view):]
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + _CHILD_BUILD_TIMEOUT
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([read_end], [], [], left)[0]:
-                continue
-            chunk = os.read(read_end, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    finally:
-        os.close(read_end)
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped by another SIGCHLD handler: the bytes tell
-            status = 0
-    if status != 0 or not chunks:
         return None
     try:
-        # The bytes come from this process's own child through a private pipe; a child that died
-        # half-way leaves a truncated pickle, which does not load.
-        built = pickle.loads(b"".join(chunks))
+        built: Gazetteer = pool.apply_async(_build_by_name).get(_CHILD_BUILD_TIMEOUT)
     except Exception:
+        pool.terminate()
         return None
-    return built if isinstance(built, Gazetteer) else None
+    pool.close()
+    pool.join()
+    return built
+
+
+def _build_by_name() -> Gazetteer:
+    # Looked up when the child runs it, so that the child runs this module's build as it is then.
+    return build()
 
 
 def build() -> Gazetteer:

@@ -140,7 +140,7 @@ _TERMS: TokenMemo[str] = TokenMemo(lambda token: _term(token) or "", TERMS_GENER
 
 def _stems(tokens: Mapping[str, int]) -> list[str]:
     """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each."""
-    return _TERMS.many(list(tokens))
+    return _TERMS.many(tokens)
 
 
 @dataclass(frozen=True, slots=True)
