@@ -290,3 +290,46 @@ def test_signature_vectors_match_their_plain_definitions(articles: list[dict]) -
                     sum(1 << b for b in range(32) if 2 * sum((h >> b) & 1 for h in words) > len(words))
                 )
         assert s.paragraphs == np.array(simhashes[: module.MAX_PARAGRAPHS], dtype="<u4").tobytes()
+
+
+@pytest.fixture(scope="module")
+def by_id() -> dict[str, dict]:
+    wanted = {
+        "saudinewsnet/2015-08-01/okaz/1165",  # a drug smuggler executed (Interior Ministry statement)
+        "saudinewsnet/2015-08-04/alriyadh/0555",  # a murderer executed, three days later, same statement form
+        "saudinewsnet/2015-08-04/aljazirah/0505",  # a column whose body is only the writer's name
+        "saudinewsnet/2015-08-04/aljazirah/0531",  # a news item with the same one-word body
+    }
+    rows = {r["id"]: r for r in read_corpus() if r["id"] in wanted}
+    assert set(rows) == wanted
+    return rows
+
+
+def _at(row: dict) -> datetime:
+    return datetime.fromisoformat(row["date"]).replace(tzinfo=UTC)
+
+
+def test_days_apart_the_same_wording_needs_the_same_names(by_id: dict[str, dict]) -> None:
+    """Two ministry statements three days apart share their standard wording (the text of one
+    nearly holds the other) but not the names: different stories. The later statement re-sent
+    four days after it, cut by a paragraph, keeps its names: the same story."""
+    first, later = by_id["saudinewsnet/2015-08-01/okaz/1165"], by_id["saudinewsnet/2015-08-04/alriyadh/0555"]
+    a = sig(first["title"], first["body"], source="okaz", at=_at(first))
+    b = sig(later["title"], later["body"], source="alriyadh", at=_at(later))
+    verdict = compare(a, b)
+    assert verdict.hours_apart is not None and verdict.hours_apart > DEFAULT_THRESHOLDS.far_hours
+    assert verdict.containment >= DEFAULT_THRESHOLDS.far_containment  # the wording alone would pass
+    assert not verdict.same_story
+    paragraphs = cv._paras(later["body"])
+    resent = sig(later["title"], "\n".join(paragraphs[:-1]), source="okaz", at=_at(later) + timedelta(days=4))
+    assert compare(b, resent).same_story
+
+
+def test_a_body_of_a_few_words_needs_the_headline(by_id: dict[str, dict]) -> None:
+    """Two stories whose body is only the writer's name are the same story only under one headline."""
+    x, y = by_id["saudinewsnet/2015-08-04/aljazirah/0505"], by_id["saudinewsnet/2015-08-04/aljazirah/0531"]
+    assert len(x["body"].split()) < DEFAULT_THRESHOLDS.tiny_words
+    a = sig(x["title"], x["body"], source="aljazirah", at=_at(x))
+    assert not compare(a, sig(y["title"], y["body"], source="aljazirah", at=_at(y))).same_story
+    again = compare(a, sig(x["title"] + "!", x["body"], source="aljazirah", at=_at(x) + timedelta(hours=1)))
+    assert again.same_story
