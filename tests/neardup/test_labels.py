@@ -10,33 +10,45 @@ from worker.neardup import signature
 from worker.stages.normalize import normalize
 
 
-def test_checked_pairs_decide_only_the_pairs_the_rule_left_ambiguous() -> None:
+def test_checked_pairs_decide_ambiguous_pairs_and_override_the_rule() -> None:
     rule = cv.NaturalLabels(
-        positive={"a": {"b"}, "b": {"a"}},
+        positive={"a": {"b"}, "b": {"a"}, "h": {"i"}, "i": {"h"}},
         ambiguous={"a": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"g"}, "g": {"f"}},
-        positive_pairs=1,
+        positive_pairs=2,
         ambiguous_pairs=3,
-        pairs_checked=4,
+        pairs_checked=5,
+        ids=frozenset("abcdefghij"),
     )
-    checked = {("a", "c"): True, ("d", "e"): False, ("a", "b"): False}
+    checked = {
+        ("a", "c"): True,
+        ("d", "e"): False,
+        ("h", "i"): False,  # the rule said same: read as two stories
+        ("a", "j"): True,  # the rule said different: read as one story
+        ("a", "b"): True,  # agrees with the rule
+        ("x", "y"): True,  # not on these days
+    }
     decided = cv.apply_checked(rule, checked)
-    assert decided.positive["a"] == {"b", "c"} and decided.positive["c"] == {"a"}
-    assert "e" not in decided.positive.get("d", set())  # read as different: no label left at all
+    assert decided.positive["a"] == {"b", "c", "j"} and decided.positive["c"] == {"a"}
+    assert decided.positive["j"] == {"a"}
+    assert "e" not in decided.positive.get("d", set())  # read as different: no label at all
+    assert not decided.positive["h"] and not decided.positive["i"]
     assert not decided.ambiguous["a"] and not decided.ambiguous["d"] and not decided.ambiguous["e"]
     assert decided.ambiguous["f"] == {"g"}  # not checked: stays out of the scores
-    assert decided.positive["b"] == {"a"}  # the rule's own positives are not overridden
-    assert (decided.positive_pairs, decided.ambiguous_pairs, decided.hand_checked) == (2, 1, 2)
+    assert "x" not in decided.positive and "y" not in decided.positive
+    # positives: a-b (rule), a-c (checked), a-j (overridden); h-i removed.
+    assert (decided.positive_pairs, decided.ambiguous_pairs, decided.hand_checked) == (3, 1, 4)
     # The rule's labels are not modified in place.
-    assert rule.ambiguous["a"] == {"c"} and rule.positive["a"] == {"b"}
+    assert rule.ambiguous["a"] == {"c"} and rule.positive["a"] == {"b"} and rule.positive["h"] == {"i"}
 
 
 def test_checked_pairs_file_names_benchmark_articles_only() -> None:
     checked = cv.load_checked()
     assert len(checked) >= 100
-    days = set(cv.TUNE_DAYS) | set(cv.TEST_DAYS) | set(cv.FRESH_DAYS)
+    days = set(cv.TUNE_DAYS) | set(cv.TEST_DAYS) | set(cv.FRESH_DAYS) | set(cv.LAST_DAYS)
     split = {
         day: name
-        for name, split_days in (("tune", cv.TUNE_DAYS), ("test", cv.TEST_DAYS), ("fresh", cv.FRESH_DAYS))
+        for name, split_days in (("tune", cv.TUNE_DAYS), ("test", cv.TEST_DAYS), ("fresh", cv.FRESH_DAYS),
+                                 ("last", cv.LAST_DAYS))
         for day in split_days
     }
     pattern = re.compile(r"^saudinewsnet/(\d{4}-\d\d-\d\d)/[a-z0-9]+/\d{4}$")
