@@ -123,6 +123,23 @@ def test_every_pair_of_tokenizer_characters_matches_the_reference() -> None:
     assert len(chars) ** 2 > 30_000
 
 
+def test_every_code_page_character_matches_the_reference() -> None:
+    # The byte path (one byte per character of the Windows Arabic code page): each character alone,
+    # between letters, and next to every other one, and the characters it leaves to the str path.
+    from worker.stages import normalize_fast
+
+    chars = [c for c in (bytes([b]).decode("cp1256", "ignore") for b in range(256)) if c]
+    assert len(chars) > 250
+    for c in chars:
+        for text in (c, f"a{c}b", f"ب{c}ا", f" {c}{c} "):
+            assert match_form_fast(text) == match_form_reference(text), text
+    bad = [(a, b) for a in chars for b in chars if match_form_fast(a + b) != match_form_reference(a + b)]
+    assert bad == []
+    text = "".join(chars)
+    assert match_form_fast(text) == match_form_reference(text)
+    assert len(normalize_fast._BYTE_UNSAFE) < 10 and len(normalize_fast._BYTE_SPACED) > 20
+
+
 def test_alphabets_are_what_the_reference_produces() -> None:
     # The symbol set is exactly what CAMeL splits off, Arabic punctuation mapped to ASCII by arclean.
     assert set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") <= SYMBOLS

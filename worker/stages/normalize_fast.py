@@ -18,6 +18,11 @@ compiled into:
    with spaces amounts to. (A regex substitution with a template per symbol cost a quarter of the
    function: a template expansion per match.)
 
+Steps 2 and 3 are done on bytes when the text fits the Windows Arabic code page (cp1256), as 98.5%
+of the corpus's titles and paragraphs do: one ``bytes.translate`` with a 256-byte table and a
+``bytes.replace`` per symbol present instead of a dict lookup per character, half the time of the
+whole function (the corpus's titles and paragraphs: 1.6 s instead of 3.2 s).
+
 The tables are built at import from CAMeL Tools' own character map and functions, which stay the
 reference: each table entry is CAMeL's own output for that character, and the symbol set is what
 ``simple_word_tokenize`` itself splits off. The assumptions that make the compilation exact are
@@ -164,7 +169,74 @@ def arclean_fast(text: str) -> str:
     return _UNLISTED_RE.sub("", text).translate(_ARCLEAN_TABLE)
 
 
+# --- Steps 2 to 4 on bytes. ``str.translate`` looks each character up in a dict (an int object and a
+# dict lookup per character, most of the function's time), ``bytes.translate`` indexes a 256-byte
+# table. Arabic news text almost always fits the Windows Arabic code page, one byte per character:
+# such a text is encoded, mapped and deleted with one ``bytes.translate``, its symbols spaced out with
+# a ``bytes.replace`` per symbol present, and decoded. A text holding any character the byte tables
+# cannot do exactly takes the ``str`` path above.
+_CODEPAGE = "cp1256"
+
+
+def _byte_tables() -> tuple[bytes, bytes, bytes, dict[int, bytes]]:
+    """The byte path's tables: the 1:1 map, the bytes it deletes, the bytes it cannot do (the
+    ``str`` path's), and the spaced form of each symbol byte."""
+    table = bytearray(range(256))
+    deleted = bytearray()
+    unsafe = bytearray()
+    spaced: dict[int, bytes] = {}
+    plain_out: set[int] = set()
+    for byte in range(256):
+        try:
+            char = bytes([byte]).decode(_CODEPAGE)
+        except UnicodeDecodeError:
+            continue  # no character encodes to it
+        if _UNLISTED_RE.fullmatch(char):
+            deleted.append(byte)  # arclean deletes it (the regex of the str path)
+            continue
+        out = _TABLE.get(ord(char), char)
+        try:
+            if out == "":
+                deleted.append(byte)
+            elif len(out) == 1:
+                table[byte] = out.encode(_CODEPAGE)[0]
+                plain_out.add(table[byte])
+            elif len(out) == 3 and out[0] == out[2] == " " and out[1] in SYMBOLS:
+                table[byte] = out[1].encode(_CODEPAGE)[0]
+                spaced[table[byte]] = out.encode(_CODEPAGE)
+            else:
+                unsafe.append(byte)
+        except UnicodeEncodeError:
+            unsafe.append(byte)
+    # A byte that is a spaced symbol's output and also some character's plain output would be
+    # spaced where the str path leaves it: characters mapped to it take the str path.
+    for byte in range(256):
+        if table[byte] in spaced and table[byte] in plain_out and byte not in deleted:
+            unsafe.append(byte)
+    return bytes(table), bytes(deleted), bytes(unsafe), spaced
+
+
+_BYTE_TABLE, _BYTE_DELETED, _BYTE_UNSAFE, _BYTE_SPACED = _byte_tables()
+# Everything but the symbols' bytes, for finding which symbols a mapped text holds.
+_NOT_SYMBOL_BYTES = bytes(b for b in range(256) if b not in _BYTE_SPACED)
+# Every byte the byte path can do (for finding a text that holds another one).
+_SAFE_BYTES = bytes(b for b in range(256) if b not in set(_BYTE_UNSAFE))
+
+
+def _match_form_str(text: str) -> str:
+    return " ".join(_UNLISTED_RE.sub("", text).translate(_TABLE).split())
+
+
 def match_form_fast(text: str) -> str:
     """The match form of ``text``: identical to ``match_form_reference``, several times faster."""
     text = normalize_unicode_fast(text)
-    return " ".join(_UNLISTED_RE.sub("", text).translate(_TABLE).split())
+    try:
+        raw = text.encode(_CODEPAGE)
+    except UnicodeEncodeError:
+        return _match_form_str(text)
+    if raw.translate(None, _SAFE_BYTES):
+        return _match_form_str(text)
+    mapped = raw.translate(_BYTE_TABLE, _BYTE_DELETED)
+    for byte in set(mapped.translate(None, _NOT_SYMBOL_BYTES)):
+        mapped = mapped.replace(bytes([byte]), _BYTE_SPACED[byte])
+    return " ".join(mapped.decode(_CODEPAGE).split())
