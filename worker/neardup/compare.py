@@ -194,7 +194,8 @@ class Verdict:
     lede: float
     title: float
     hours_apart: float | None
-    # Paragraph indices (in the newer story) with no counterpart in the older, and the reverse.
+    # Paragraph indices (in the newer story) with no counterpart in the older, and the reverse:
+    # for two deliveries from one source, where they decide the label (empty otherwise).
     paragraphs_added: tuple[int, ...] = field(default=())
     paragraphs_removed: tuple[int, ...] = field(default=())
 
@@ -394,9 +395,14 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
         return Verdict(
             False, "different", score, f["body"], f["containment"], f["anchors"], f["lede"], f["title"], hours
         )
-    added, removed = paragraph_diff(older, newer, t.paragraph_bits)
+    # The paragraph diff decides the label only between versions from one source (another
+    # outlet's reprint is a near-duplicate whatever it cut), and costs more than the rest of the
+    # comparison: it is left out for other pairs.
+    added: list[int] = []
+    removed: list[int] = []
     label = "near_duplicate"
     if older.source_hash == newer.source_hash:
+        added, removed = paragraph_diff(older, newer, t.paragraph_bits)
         words_new = sum(newer.paragraph_words) or 1
         words_old = sum(older.paragraph_words) or 1
         added_share = sum(newer.paragraph_words[i] for i in added) / words_new
