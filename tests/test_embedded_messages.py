@@ -1,14 +1,17 @@
 """Embedded mode's messages: in-process, so neither compressed nor base64-encoded, and still the
-same deliveries; a broker's messages keep both (tests/producers/test_message_compression.py)."""
+same deliveries; a broker's messages keep both (tests/producers/test_message_compression.py). The
+garbage collector's young threshold is raised while the embedded worker runs, and restored."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import orjson
 import pytest
 
 from akhbar.settings import Settings
+from worker.embedded import GC_THRESHOLD
 from worker.messages import Delivery, IngestBatch
 
 
@@ -21,11 +24,14 @@ def test_embedded_messages_are_plain_json(tmp_path: Path) -> None:
     publisher = Publisher(settings)
     items = [Delivery(id=f"m{i}", source="wire", title="خبر", body=f"قال المتحدث في الرياض {i}.")
              for i in range(3)]
+    before = gc.get_threshold()
     # The worker consumes the live queue only, so the bulk message stays there to be read back.
     with embedded_worker(publisher.app, [settings.queue_live]):
+        assert gc.get_threshold()[0] == GC_THRESHOLD
         sent = publisher.publish(items)
         with publisher.app.connection_for_read() as conn:
             message = conn.default_channel.basic_get(settings.queue_bulk, no_ack=True)
+    assert gc.get_threshold() == before
     assert message is not None
     assert "compression" not in message.headers
     assert message.properties.get("body_encoding") is None

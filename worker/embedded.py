@@ -7,10 +7,18 @@ same way Celery's own ``celery.contrib.testing.worker`` embeds one.
 Its messages never leave the process, so they are neither compressed (the app's ``task_compression``)
 nor base64-encoded (the virtual transports' default ``body_encoding``): replaying the corpus spent
 about 3% of its CPU on both, for nothing. The distributed mode's messages are unchanged.
+
+While it runs, the process's cyclic garbage collector starts a young collection every
+:data:`GC_THRESHOLD` container allocations instead of Python's 700: producer and worker share the
+process, and the stories' work allocates hundreds of thousands of short-lived dicts and lists whose
+reference counts already free them. Replaying 6,000 corpus records spent 0.52-0.54 s of CPU in the
+collector (467 collections, 5 of them full) instead of 0.72-0.74 s (about 1,490, 12 full); peak
+RSS 358-359 MB instead of 350-354 MB.
 """
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +26,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
+
+# Container allocations between young collections while the embedded worker runs (Python's is 700);
+# the older generations keep Python's ratios (10).
+GC_THRESHOLD = 10_000
 
 
 @contextmanager
@@ -38,6 +50,8 @@ def embedded_worker(app: Celery, queues: list[str], *, timeout: float = 30.0) ->
         def on_consumer_ready(self, consumer: object) -> None:
             ready.set()
 
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
     ready = threading.Event()
     controller = Controller(
         pool="solo", concurrency=1, queues=queues, hostname=f"embedded@{socket.gethostname()}",
@@ -52,10 +66,13 @@ def embedded_worker(app: Celery, queues: list[str], *, timeout: float = 30.0) ->
 
     thread = threading.Thread(target=run, name="akhbar-embedded-worker", daemon=True)
     thread.start()
-    if not ready.wait(timeout):
-        raise RuntimeError("the embedded worker did not start")
     try:
-        yield controller
+        if not ready.wait(timeout):
+            raise RuntimeError("the embedded worker did not start")
+        try:
+            yield controller
+        finally:
+            controller.stop(in_sighandler=False)
+            thread.join(timeout)
     finally:
-        controller.stop(in_sighandler=False)
-        thread.join(timeout)
+        gc.set_threshold(*thresholds)
