@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from akhbar.settings import Settings
-from worker.embedded import GC_THRESHOLD
+from worker.embedded import GC_THRESHOLD, POLLING_INTERVAL
 from worker.messages import Delivery, IngestBatch
 
 
@@ -28,6 +28,8 @@ def test_embedded_messages_are_plain_json(tmp_path: Path) -> None:
     # The worker consumes the live queue only, so the bulk message stays there to be read back.
     with embedded_worker(publisher.app, [settings.queue_live]):
         assert gc.get_threshold()[0] == GC_THRESHOLD
+        with publisher.app.connection_for_read() as conn:
+            assert conn.transport.polling_interval == POLLING_INTERVAL
         sent = publisher.publish(items)
         with publisher.app.connection_for_read() as conn:
             message = conn.default_channel.basic_get(settings.queue_bulk, no_ack=True)

@@ -30,6 +30,8 @@ from celery import Celery
 # Container allocations between young collections while the embedded worker runs (Python's is 700);
 # the older generations keep Python's ratios (10).
 GC_THRESHOLD = 10_000
+# Seconds between looks at empty in-memory queues (kombu's default for its virtual transports: 1).
+POLLING_INTERVAL = 0.01
 
 
 @contextmanager
@@ -43,7 +45,10 @@ def embedded_worker(app: Celery, queues: list[str], *, timeout: float = 30.0) ->
         raise ValueError("the embedded worker runs on Celery's in-memory transport only")
     # Read when the app's first connection and its task sender are made: nothing has sent yet.
     app.conf.task_compression = None
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "body_encoding": None}
+    # An idle in-memory consumer looks at its queues again after polling_interval (kombu's virtual
+    # transports: 1 s); at the start of a replay, the first message would wait for it.
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "body_encoding": None,
+                                         "polling_interval": POLLING_INTERVAL}
 
     # app.WorkController is the worker class bound to this app (its task registry and settings).
     class Controller(app.WorkController):  # type: ignore[name-defined,misc]
