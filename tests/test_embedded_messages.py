@@ -54,3 +54,22 @@ def test_embedded_worker_refuses_a_broker_app() -> None:
     with pytest.raises(ValueError), embedded_worker(app, ["akhbar.live"]):
         pass
     assert app.conf.task_compression == "zlib"
+
+
+def test_the_embedded_worker_stops_at_once(tmp_path: Path) -> None:
+    # Celery's solo loop waits for messages 2 s at a time; the embedded transport ends each wait
+    # after DRAIN_TIMEOUT, so a stopped worker's thread ends within a fraction of a second.
+    import threading
+    import time
+
+    from producers.publish import Publisher
+    from worker.embedded import DRAIN_TIMEOUT, embedded_worker
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/akhbar.db", publish_ledger=False)
+    publisher = Publisher(settings)
+    with embedded_worker(publisher.app, [settings.queue_live, settings.queue_bulk]):
+        (thread,) = [t for t in threading.enumerate() if t.name == "akhbar-embedded-worker"]
+        time.sleep(0.3)  # idle, waiting for messages
+        stopping = time.monotonic()
+    assert not thread.is_alive()
+    assert time.monotonic() - stopping < 10 * DRAIN_TIMEOUT + 0.5
