@@ -1,4 +1,5 @@
-"""Engines and sessions, one engine per process (created lazily, never at import)."""
+"""Engines and sessions, one engine per process (created lazily, never at import; a forked child
+takes over its parent's with a pool of its own)."""
 
 from __future__ import annotations
 
@@ -72,11 +73,22 @@ def _json_dumps(value: Any) -> str:
 
 
 def get_engine(url: str, **kwargs: Any) -> Engine:
-    """The engine for ``url`` in this process; a forked child gets its own."""
+    """The engine for ``url`` in this process.
+
+    A forked child takes over the engine its parent built, with a new, empty pool (see
+    :func:`dispose_inherited`): never a connection of the parent's, but the dialect the parent
+    initialized and the SQL it compiled, instead of a new engine that initializes its dialect on its
+    first connection and compiles every statement again.
+    """
     url = normalize_url(url)
     kwargs.setdefault("json_serializer", _json_dumps)
-    key = (url, os.getpid())
+    pid = os.getpid()
+    key = (url, pid)
     engine = _engines.get(key)
+    if engine is None:
+        inherited = [k for k in _engines if k[0] == url and k[1] != pid]
+        if inherited:
+            engine = _adopt(inherited[0], pid)
     if engine is None:
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[-1]
@@ -92,16 +104,29 @@ def get_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def dispose_inherited() -> None:
-    """After a fork, drop (without closing) connections inherited from the parent process.
+def _adopt(key: tuple[str, int], pid: int) -> Engine:
+    """Make the engine a parent process left under ``key`` this process's, with a pool of its own.
 
+    ``dispose(close=False)`` replaces the pool without touching the parent's connections (their
+    sockets are the parent's), as the SQLAlchemy docs prescribe for a forked child; the pool's event
+    listeners (the connect setup above) carry over to the new pool.
     https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork
     """
+    engine = _engines.pop(key)
+    engine.dispose(close=False)
+    _engines[(key[0], pid)] = engine
+    return engine
+
+
+def dispose_inherited() -> None:
+    """After a fork, give this process a new, empty pool in each engine inherited from the parent
+    (dropping the parent's connections without closing them)."""
     pid = os.getpid()
-    for (url, owner), engine in list(_engines.items()):
-        if owner != pid:
-            engine.dispose(close=False)
-            del _engines[(url, owner)]
+    for key in [k for k in _engines if k[1] != pid]:
+        if (key[0], pid) in _engines:  # this process already has its own
+            _engines.pop(key).dispose(close=False)
+        else:
+            _adopt(key, pid)
 
 
 def session_factory(url: str, *, write: bool = False) -> sessionmaker[Session]:

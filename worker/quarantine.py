@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import structlog
@@ -322,6 +323,20 @@ class RunningMarks:
 _MARKS: dict[int, RunningMarks] = {}
 
 
+@cache
+def redis_client_options() -> dict[str, Any]:
+    """Options for the Redis clients a pool process builds (the running marks, the near-duplicate
+    index): the client's description for CLIENT SETINFO, built once. Without it, redis-py builds
+    one per client and looks its own version up in the installed packages' metadata each time
+    (about 0.6 ms of CPU, twice in a new pool process's first batch); called before the pool forks,
+    every pool process inherits it."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # an older redis-py, which has no such lookup
+        return {}
+    return {"driver_info": DriverInfo()}
+
+
 def running_marks(settings: Any) -> RunningMarks | None:
     """This process's :class:`RunningMarks` (None without Redis: the embedded worker runs in the
     producer's process, and nothing of it survives a crash anyway)."""
@@ -334,7 +349,7 @@ def running_marks(settings: Any) -> RunningMarks | None:
         import redis
 
         client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2,
-                                      socket_connect_timeout=2)
+                                      socket_connect_timeout=2, **redis_client_options())
         _MARKS.clear()  # a fork's inherited client is not this process's
         # A mark must outlive the wait of a requeued message for its redelivery (a backlog can be
         # long); a dead attempt's mark is the only one not deleted when its attempt ends.
