@@ -123,16 +123,18 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     ``message``). A delivery already in the ledger (published again) gets its send counted."""
     if not rows:
         return
+    # One statement for any number of rows, executed with a parameter list: compiled once per
+    # process and cached, where a multi-row VALUES construct is compiled again for every batch.
     insert = insert_for(session)
-    stmt = insert(PublishedDelivery).values(list(rows))
-    now = utcnow()
+    stmt = insert(PublishedDelivery)
     stmt = stmt.on_conflict_do_update(
         index_elements=["delivery_id"],
         set_={"batch_id": stmt.excluded.batch_id, "queue": stmt.excluded.queue,
-              "message": stmt.excluded.message, "last_sent_at": now,
+              "message": stmt.excluded.message, "last_sent_at": stmt.excluded.last_sent_at,
               "sends": PublishedDelivery.sends + 1, "settled_at": None},
     )
-    session.execute(stmt)
+    now = utcnow()
+    session.execute(stmt, [{**row, "published_at": now, "last_sent_at": now} for row in rows])
 
 
 @dataclass(frozen=True, slots=True)
