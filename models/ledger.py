@@ -328,9 +328,9 @@ def start_executions(session: Session, *, delivery_ids: Sequence[str], task_id: 
     # One cached statement with the rows as parameters (a multi-row VALUES would be compiled again
     # for every batch size); SQLAlchemy sends them as multi-row INSERTs with RETURNING.
     stmt = insert_for(session)(Execution).returning(Execution.id, Execution.delivery_id)
-    rows = [{"delivery_id": d, "task_id": task_id, "attempt": attempt, "worker": worker, "pid": pid,
-             "started_at": now} for d in delivery_ids]
-    return {delivery_id: exec_id for exec_id, delivery_id in session.execute(stmt, rows)}
+    params = [{"delivery_id": d, "task_id": task_id, "attempt": attempt, "worker": worker, "pid": pid,
+               "started_at": now} for d in delivery_ids]
+    return {delivery_id: exec_id for exec_id, delivery_id in session.execute(stmt, params)}
 
 
 _START_SQL = (
