@@ -261,18 +261,18 @@ def apply_checked(labels: NaturalLabels, checked: dict[tuple[str, str], bool] | 
     ambiguous = defaultdict(set, {k: set(v) for k, v in labels.ambiguous.items()})
     moved = moved_same = overridden = 0
     for (a, b), same in checked.items():
+        if a not in labels.ids or b not in labels.ids:
+            continue  # not on these days
         if b in ambiguous.get(a, ()):
             ambiguous[a].discard(b)
             ambiguous[b].discard(a)
             moved += 1
             moved_same += same
         elif (b in positive.get(a, ())) == same:
-            continue  # the rule agrees, or the pair is not on these days
-        elif a in labels.ids and b in labels.ids:
+            continue  # the rule agrees
+        else:
             overridden += 1
             moved_same += 1 if same else -1
-        else:
-            continue
         if same:
             positive[a].add(b)
             positive[b].add(a)

@@ -350,8 +350,8 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
             or (f["containment"] >= t.far_containment and f["anchor_containment"] >= t.far_anchors)
         )
     )
-    if min(older.n_words, newer.n_words) < t.tiny_words and f["title"] < t.tiny_title:
-        in_window = False
+    # A body of a few words is no evidence: the headlines must agree.
+    tiny_body = min(older.n_words, newer.n_words) < t.tiny_words and f["title"] < t.tiny_title
     flash_pair = _is_flash(older, t) != _is_flash(newer, t)
     conflict = f["numbered"] >= t.numbers_needed and f["numbers"] < t.numbers_floor
     # What identifies the event (see the module docstring): the same numbers within two days, the
@@ -369,7 +369,7 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
         and f["anchors"] >= t.names_anchors
         and f["anchor_containment"] >= t.names_containment
     )
-    same = in_window and (
+    same = in_window and not tiny_body and (
         (
             score >= (t.event_score if same_numbers else t.same_story)
             and (

@@ -19,8 +19,8 @@ __all__ = ["ENRICHMENT_VERSION", "enrich", "warm"]
 def warm() -> None:
     """Build the gazetteer and load the language model, then make them cheap to share.
 
-    Called in a worker's main process before it forks its pool (and again, a no-op, in each pool
-    process). What is loaded then is frozen out of the cyclic garbage collector (``gc.freeze``):
+    Called in a worker's main process before it forks its pool (and in each pool process when the
+    main process did not). What is loaded then is frozen out of the cyclic garbage collector (``gc.freeze``):
     a collection in a pool process would otherwise write to the header of every one of those
     objects and copy, page by page, memory the processes share. With it, a pool process's unique
     memory after 1,500 stories was 30 MB instead of 68 MB. The heap the build freed goes back to
