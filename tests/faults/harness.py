@@ -512,9 +512,12 @@ class Env:
         ]
         for w in started:
             w.start(wait=False)
+        # Known before they are ready: they may take messages while the others start, so a meter
+        # reading env.workers sees them from their first moment, and teardown stops them even if
+        # one never becomes ready.
+        self.workers.extend(started)
         for w in started:
             w.wait_ready()
-        self.workers.extend(started)
         return started
 
     def stop_workers(self) -> None:
