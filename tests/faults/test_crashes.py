@@ -76,14 +76,23 @@ def test_2_sigkill_worker_three_times(env: Env) -> None:
     run.started = time.monotonic()
     total = len(run.ids)
     kills, recoveries = [], []
+    missed = 0
     started = utcnow()
-    for _ in range(3):
+    while len(kills) < 3:
         # Kill only once the (restarted) victim is at work, at a random moment inside a batch.
         assert wait_for(lambda s=started: executions_since(env, victim.name, s) > 0, 120), victim.tail()
         time.sleep(rng.uniform(0.0, 0.5))
         assert wait_for(lambda s=started: running_on(env, victim.name, s), 30, interval=0.01)
-        kills.append((started, utcnow()))
+        fault_at = utcnow()
         victim.kill()
+        # Whether the kill caught an attempt: a record the dead worker left open (nothing settles
+        # it before the message runs again). A batch that committed between the look above and
+        # the kill makes it a miss, which does not count: the next kill is tried instead.
+        if running_on(env, victim.name, started):
+            kills.append((started, fault_at))
+        else:
+            missed += 1
+            assert missed <= 5, "more than five kills caught no attempt"
         victim.start()
         started = utcnow()
     assert run.wait(900), f"committed {run.committed()} of {total}"
@@ -93,6 +102,7 @@ def test_2_sigkill_worker_three_times(env: Env) -> None:
     figures.recovery_s = max((r for r in recoveries if r is not None), default=None)
     figures.seconds = round(time.monotonic() - run.started, 2)
     figures.notes["recovery_per_kill_s"] = recoveries
+    figures.notes["kills_that_caught_nothing"] = missed
     report(figures)
     assert_guarantees(figures)
     assert figures.stored + figures.matched == total  # nothing quarantined by three kills
