@@ -129,13 +129,13 @@ def _warm_up_batches() -> list[IngestBatch]:
 
 
 def _warm_database(settings: Any) -> None:
-    """Rehearse one ingest batch in the main process and roll it back, before the pool forks.
+    """Rehearse two ingest batches in the main process and roll them back, before the pool forks.
 
     A pool process takes over this process's engine (``models.session.get_engine``), so every pool
     process, a replacement forked after a crash included, starts with the dialect initialized, the
     SQL of a batch compiled and the ORM mappers configured; each used to pay for that again in its
     first batch (about 50 ms of CPU out of its 150). The rehearsal runs the task's own path (the
-    guards, the attempt runner, the pipeline) on a batch of made-up deliveries with keys of their
+    guards, the attempt runner, the pipeline) on batches of made-up deliveries with keys of their
     own, in one transaction that is rolled back, with the near-duplicate index in memory and no
     running marks: nothing of it is stored, in the database or in Redis. Then the connection is
     closed, so no pool process inherits it. A database that is away, or not migrated yet, only
