@@ -9,9 +9,18 @@ read a message's length and part of it: the sentinel lands inside that message, 
 for bytes that never come, and the worker never exits (its reserved message then waits for the
 visibility timeout). The fault tier caught this about once in 30 SIGTERMs.
 
+A task written in full but not yet accepted by its process (the process has not yet read it, or
+its reply is still in the pipe) stalled a warm shutdown too, by another path. The consumer's shutdown drops
+every task the pool has not seen accepted (``AsynPool.flush``), yet the process runs it; the pool
+then stops reading replies once it holds no task, and the process, having sent its result, waits
+up to 30 s for the pool to read it (``billiard.pool.Worker._ensure_messages_consumed``) while the
+pool waits for the process to exit: the worker took 30 s to stop. The fault tier's SIGTERM under
+load met that window in one of its CI runs; tests/faults/test_shutdown.py now opens it on purpose.
+
 :class:`TaskPool` finishes the writes that have started before the pool closes, as the pool already
-does when the broker connection is lost (``AsynPool.flush``): the process then runs that task, the
-warm shutdown waits for it like for any running task, and its message is acknowledged after the
+does when the broker connection is lost (``AsynPool.flush``), and reads the processes' replies until
+every task handed to a process, in part or in full, is accepted: the process then runs that task,
+the warm shutdown waits for it like for any running task, and its message is acknowledged after the
 commit. Writes not yet started are left alone: their messages were never handed to a process and
 go back to the queue with the rest of what the worker had reserved.
 """
@@ -29,18 +38,22 @@ ACCEPT_TIMEOUT = 10.0
 
 
 def finish_started_writes(pool: Any) -> list[tuple[Any, Any]]:
-    """Complete every task write to a pool process that has begun; returns (job, process) pairs."""
-    finished = []
+    """Complete every task write to a pool process that has begun, and return the (job, process)
+    pairs of every task handed to a process, in part or in full, that it has not yet accepted."""
+    handed = []
     for job in list(pool._cache.values()):
-        writer = asynpool._get_job_writer(job)
+        # The write sets ``_write_to`` as its first step: a task without it never reached a pipe.
         proc = getattr(job, "_write_to", None)
-        if writer is None or proc is None or writer not in pool._active_writers:
+        if proc is None:
             continue
-        if asynpool.gen_not_started(writer):
-            continue
-        pool._flush_writer(proc, writer)
-        finished.append((job, proc))
-    return finished
+        writer = asynpool._get_job_writer(job)
+        if writer is not None and writer in pool._active_writers:
+            if asynpool.gen_not_started(writer):
+                continue
+            pool._flush_writer(proc, writer)
+        if not job._accepted:
+            handed.append((job, proc))
+    return handed
 
 
 def await_acceptance(pool: Any, handed: list[tuple[Any, Any]], timeout: float = ACCEPT_TIMEOUT) -> bool:
