@@ -59,7 +59,7 @@ def test_sigterm_while_a_task_is_handed_to_the_pool_process(env: Env, deliveries
     assert run.committed() == len(run.ids)
     assert broker.hlen("akhbar:unacked") == 0
     assert broker.llen("akhbar:akhbar.bulk") == 0
-    figures = account(env, run.ids, "warm shutdown mid-write")
+    figures = account(env, run.ids, f"warm shutdown, {deliveries} handed to a paused pool process")
     report(figures)
     assert_guarantees(figures)
     assert figures.redeliveries == 0
