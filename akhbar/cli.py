@@ -84,6 +84,10 @@ def replay(
         "it says otherwise), or this long ago: 90m, 12h, 7d, 2w."))] = None,
     everything: Annotated[bool, typer.Option("--all", help=(
         "With --from-db: every selected story, even those already enriched by this version."))] = False,
+    field_map: Annotated[list[str] | None, typer.Option("--map", metavar="FIELD=KEY[:REGEX]", help=(
+        "Take a contract field from another key of each record, through the regular expression's first "
+        "group if given; repeatable. E.g. --map published_at=date --map 'source=id:^[^/]+/[^/]+/([^/]+)/'."
+    ))] = None,
 ) -> None:
     """Publish deliveries to the queue and (by default) wait until all are processed.
 
@@ -91,8 +95,8 @@ def replay(
     """
     settings = _settings()
     if from_db:
-        if paths or live:
-            _err("--from-db takes no paths and always uses the bulk queue")
+        if paths or live or field_map:
+            _err("--from-db takes no paths or --map and always uses the bulk queue")
             raise typer.Exit(2)
         _replay_from_db(settings, since=since, source=source, everything=everything, wait=wait,
                         as_json=as_json, timeout=timeout)
@@ -100,6 +104,13 @@ def replay(
     if since is not None or everything:
         _err("--since and --all apply to --from-db only")
         raise typer.Exit(2)
+    from producers.fieldmap import FieldMap
+
+    try:
+        mapping = FieldMap.parse(field_map or ())
+    except ValueError as exc:
+        _err(f"--map {exc}")
+        raise typer.Exit(2) from None
     if not paths:
         _err("give files or directories to replay (or --from-db to re-enrich stored stories)")
         raise typer.Exit(2)
@@ -124,7 +135,8 @@ def replay(
             wake = stack.enter_context(_tasks_finished())
         progress = stack.enter_context(_progress(None, "publishing", tty))
         task = progress.add_task("published", total=None)
-        ids = publisher.publish(iter_paths(paths, source=source, settings=settings), live=live, run_id=run_id,
+        ids = publisher.publish(mapping(iter_paths(paths, source=source, settings=settings)), live=live,
+                                run_id=run_id,
                                 on_sent=lambda batch: progress.advance(task, len(batch)))
         progress.update(task, total=len(ids), completed=len(ids))
         log.info("replay_published", run_id=run_id, deliveries=len(ids))
