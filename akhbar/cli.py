@@ -129,8 +129,9 @@ def replay(
     with ExitStack() as stack:
         wake = None
         if settings.embedded:
-            from worker.embedded import embedded_worker
+            from worker.embedded import embedded_worker, precomputing
 
+            stack.enter_context(precomputing(publisher))
             stack.enter_context(embedded_worker(publisher.app, [settings.queue_live, settings.queue_bulk]))
             wake = stack.enter_context(_tasks_finished())
         progress = stack.enter_context(_progress(None, "publishing", tty))

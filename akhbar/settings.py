@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # embedded mode (see below).
     batch_size: int = Field(default=50, ge=1, le=1000)
     batch_ms: int = Field(default=200, ge=0)
+    # Embedded mode: compute each delivery's match form, enrichment and signature ahead in a second
+    # process while the worker thread stores the ones before it (worker/precompute.py), on a machine
+    # with more than one core.
+    embedded_precompute: bool = True
 
     # Delivery contract (see worker/app.py for why each value is what it is).
     task_soft_time_limit: int = 240

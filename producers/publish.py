@@ -51,6 +51,8 @@ class Publisher:
         self.settings = settings or get_settings()
         self.app = app or create_app(self.settings)
         self._redis: Any = None
+        # Called with each micro-batch just before it is sent (embedded mode's precomputer).
+        self.before_send: Callable[[list[DeliveryMessage]], None] | None = None
 
     def wrap(self, item: Delivery | Rejection, *, run_id: str | None, correlation_id: str) -> DeliveryMessage:
         """The queue message for one delivery or rejection."""
@@ -121,6 +123,8 @@ class Publisher:
 
     def _flush(self, pending: list[DeliveryMessage], live: bool,
                on_sent: Callable[[list[DeliveryMessage]], None] | None, ids: list[str]) -> None:
+        if self.before_send is not None:
+            self.before_send(pending)
         self.send(pending, live=live)
         ids.extend(m.delivery_id for m in pending)
         log.debug("batch_published", deliveries=len(pending), live=live)

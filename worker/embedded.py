@@ -55,6 +55,37 @@ class EmbeddedTransport(memory.Transport):  # type: ignore[misc]
 
 
 @contextmanager
+def precomputing(publisher: Any) -> Iterator[Any]:
+    """Compute the deliveries ``publisher`` sends ahead in a second process, for the duration of
+    the block (worker/precompute.py); nothing on a one-core machine or with the setting off.
+
+    Enter it before the embedded worker starts: its process is forked while this is the only thread.
+    """
+    import os
+
+    from worker import precompute
+
+    settings = publisher.settings
+    if not settings.embedded_precompute or (os.cpu_count() or 1) < 2 or precompute.ACTIVE is not None:
+        yield None
+        return
+    from worker.neardup.signature import signature
+    from worker.stages.enrich import warm
+
+    # Built once here, shared with the forked process (the embedded worker finds them built).
+    signature(match_title="تحذير", match_body="قال المتحدث في بيان صدر اليوم", published_at=None,
+              source="warm")
+    warm()
+    precomputer = precompute.Precomputer()
+    precompute.ACTIVE, publisher.before_send = precomputer, precomputer.submit
+    try:
+        yield precomputer
+    finally:
+        precompute.ACTIVE, publisher.before_send = None, None
+        precomputer.close()
+
+
+@contextmanager
 def embedded_worker(app: Celery, queues: list[str], *, timeout: float = 30.0) -> Iterator[Any]:
     """Run a one-thread worker consuming ``queues`` for the duration of the block.
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import ingest as queries
+from worker import precompute
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
 from worker.neardup import CandidateIndex
 from worker.stages import dedup
@@ -339,6 +340,8 @@ class _Item:
     outcome: Outcome
     norm: normalize_stage.Normalized | None = None
     enrichment: dict[str, Any] | None = None
+    # The delivery's work computed ahead (embedded mode, worker/precompute.py), if any.
+    work: precompute.Work | None = None
     # An exact duplicate of a key holder in the database, or of an earlier delivery of the batch.
     match: dedup.Match | None = None
     after: _Item | None = None
@@ -441,6 +444,11 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
             continue
 
         def normalize(it: _Item = it, record: Delivery = record) -> None:
+            it.work = precompute.take(it.msg.delivery_id, record)
+            if it.work is not None:
+                it.norm = it.work.norm
+                it.outcome.stage_ms["normalize"] = it.work.ms[0]
+                return
             it.norm = _timed(it.outcome, "normalize", normalize_stage.normalize, title=record.title,
                              body=record.body, format=record.format)
 
@@ -463,6 +471,10 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
                 assert record is not None and it.norm is not None
 
                 def enrich(it: _Item = it, record: Delivery = record, norm: Any = it.norm) -> None:
+                    if it.work is not None:
+                        it.enrichment = it.work.enrichment
+                        it.outcome.stage_ms["enrich"] = it.work.ms[1]
+                        return
                     it.enrichment = _timed(
                         it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
                         paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
@@ -539,8 +551,12 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     near_items = [] if neardup_index is None else [
         _neardup_item(it.msg, it.norm, it.outcome.story_id)
         for it in new if it.norm is not None and it.outcome.story_id is not None]
+    works = {it.msg.delivery_id: it.work for it in new if it.work is not None}
     signatures: dict[str, bytes] = {}
     for near in near_items:
+        work = works.get(near.delivery_id)
+        if work is not None:
+            near.signature = work.signature
         signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
         near.signature_stored = True
     signed_ms = (time.perf_counter() - signing) * 1000
