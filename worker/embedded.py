@@ -69,13 +69,8 @@ def precomputing(publisher: Any) -> Iterator[Any]:
     if not settings.embedded_precompute or (os.cpu_count() or 1) < 2 or precompute.ACTIVE is not None:
         yield None
         return
-    from worker.neardup.signature import signature
-    from worker.stages.enrich import warm
-
-    # Built once here, shared with the forked process (the embedded worker finds them built).
-    signature(match_title="تحذير", match_body="قال المتحدث في بيان صدر اليوم", published_at=None,
-              source="warm")
-    warm()
+    # It builds the gazetteer and the rest here, shared with its process (the embedded worker then
+    # finds them built).
     precomputer = precompute.Precomputer()
     precompute.ACTIVE, publisher.before_send = precomputer, precomputer.submit
     try:

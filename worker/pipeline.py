@@ -215,14 +215,14 @@ def _process_record(session: Session, msg: DeliveryMessage, outcome: Outcome,
 
 
 def _neardup_item(msg: DeliveryMessage, norm: normalize_stage.Normalized,
-                  story_id: int) -> neardup_stage.Item:
+                  story_id: int, signature: Any = None) -> neardup_stage.Item:
     record = msg.record
     assert record is not None
     return neardup_stage.Item(
         delivery_id=msg.delivery_id, story_id=story_id, source=record.source, title=record.title,
         body=record.body, paragraphs=norm.paragraphs, match_title=norm.match_title,
         match_body=norm.match_body, content_hash=norm.content_hash, published_at=record.published_at,
-        guid=_wire_guid(record.id, record.extra))
+        guid=_wire_guid(record.id, record.extra), signature=signature)
 
 
 def _wire_guid(source_id: str, extra: dict[str, object]) -> str | None:
@@ -549,14 +549,10 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     # rebuilt from them), not in an UPDATE of the rows just inserted.
     signing = time.perf_counter()
     near_items = [] if neardup_index is None else [
-        _neardup_item(it.msg, it.norm, it.outcome.story_id)
+        _neardup_item(it.msg, it.norm, it.outcome.story_id, it.work.signature if it.work else None)
         for it in new if it.norm is not None and it.outcome.story_id is not None]
-    works = {it.msg.delivery_id: it.work for it in new if it.work is not None}
     signatures: dict[str, bytes] = {}
     for near in near_items:
-        work = works.get(near.delivery_id)
-        if work is not None:
-            near.signature = work.signature
         signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
         near.signature_stored = True
     signed_ms = (time.perf_counter() - signing) * 1000

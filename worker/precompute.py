@@ -54,10 +54,20 @@ class Work:
     ms: tuple[float, float, float]  # normalize, enrich, signature
 
 
+def prepare() -> None:
+    """Build what the work uses (the signature's tables, the gazetteer, the language model) once in
+    this process, so that the processes forked from it share them instead of building their own."""
+    from worker.neardup.signature import signature
+    from worker.stages.enrich import warm
+
+    signature(match_title="تحذير", match_body="قال المتحدث في بيان صدر اليوم إن العمل مستمر",
+              published_at=None, source="warm")
+    warm()
+
+
 def compute(record: Delivery) -> Work:
     """The delivery's match form, enrichment and signature, exactly as the pipeline computes them."""
-    return _compute(record.title, record.body, record.format, record.published_at, record.language,
-                    record.source)
+    return _compute(*_inputs(record))
 
 
 def _compute(title: str | None, body: str, format: str, published_at: Any, language: str | None,
@@ -118,6 +128,7 @@ def _inputs(record: Delivery) -> tuple[Any, ...]:
 @dataclass
 class _Batch:
     future: Future[list[tuple[Any, ...] | None]]
+    ids: list[str]
     left: int
     # The inputs as submitted: a record the worker changed since (its input checks sanitize some
     # texts) does not get the work of the record as it was.
@@ -138,13 +149,10 @@ class Precomputer:
         self._room = threading.Condition()
         self.broken = False
         self.taken = self.missed = self.dropped = 0
-        # What the work imports is imported before the fork, and the fork is now, while this is
-        # the process's only thread (embedded mode), so the child never waits for a lock that a
-        # thread of the parent held when it was forked.
-        import worker.neardup.signature
-        import worker.stages.enrich
-        import worker.stages.normalize  # noqa: F401
-
+        # What the work imports and builds is ready before the fork, and the fork is now, while
+        # this is the process's only thread (embedded mode), so the child never waits for a lock
+        # that a thread of the parent held when it was forked.
+        prepare()
         self._pool.submit(_ready).result(timeout=60)
 
     def submit(self, messages: Iterable[DeliveryMessage]) -> None:
@@ -169,15 +177,15 @@ class Precomputer:
                 self._broke(exc)
                 return
             self._serial += 1
-            self._batches[self._serial] = _Batch(future, len(ids), rows)
+            self._batches[self._serial] = _Batch(future, ids, len(ids), rows)
             self._where.update((delivery_id, (self._serial, i)) for i, delivery_id in enumerate(ids))
 
     def _drop(self, serial: int) -> None:
         batch = self._batches.pop(serial)
         batch.future.cancel()
         self.dropped += batch.left
-        for delivery_id in [d for d, (s, _) in self._where.items() if s == serial]:
-            del self._where[delivery_id]
+        for delivery_id in batch.ids:
+            self._where.pop(delivery_id, None)
         self._room.notify_all()
 
     def take(self, delivery_id: str, record: Delivery, timeout: float = 10.0) -> Work | None:
@@ -196,7 +204,8 @@ class Precomputer:
                 self._room.notify_all()
             if not batch.future.done() and batch.future.cancel():
                 # Still queued behind others: computing here is sooner than waiting for them.
-                self._drop_rest(serial, batch)
+                if serial in self._batches:
+                    self._drop(serial)
                 self.missed += 1
                 return None
         try:
@@ -215,10 +224,6 @@ class Precomputer:
             return None
         self.taken += 1
         return _work(values)
-
-    def _drop_rest(self, serial: int, batch: _Batch) -> None:
-        if serial in self._batches:
-            self._drop(serial)
 
     def _broke(self, exc: BaseException) -> None:
         if not self.broken:

@@ -64,7 +64,7 @@ def _warm_before_fork(**_: Any) -> None:
 
     from akhbar.settings import get_settings
     from models.session import normalize_url
-    from worker.neardup.signature import signature
+    from worker import precompute
     from worker.stages.enrich import warm
 
     settings = get_settings()
@@ -73,10 +73,8 @@ def _warm_before_fork(**_: Any) -> None:
     # process never connects) and what numpy.unique loads on first use (numpy.ma, 50 to 150 ms).
     with contextlib.suppress(Exception):  # a bad URL is reported where it is used, as before
         make_url(normalize_url(settings.database_url)).get_dialect().import_dbapi()
-    signature(match_title="تحذير", match_body="قال المتحدث في بيان صدر اليوم إن العمل مستمر",
-              published_at=None, source="warm")
     quarantine.redis_client_options()
-    warm()
+    precompute.prepare()
     _warm_database(settings)
     # What the rehearsal left (compiled SQL, configured mappers) is frozen out of the collector too.
     warm()
