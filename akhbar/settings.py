@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # worker/quarantine.py RecentTimes). 0 gives first attempts the full limit too.
     first_attempt_time_limit: float = Field(default=2.0, ge=0)
     first_attempt_time_factor: float = Field(default=20.0, gt=0)
+    # Within that limit, a batch step's computation (normalizing, enriching: no I/O) that gets
+    # under 5% of a core for this many seconds is blocked, not slow (a stuck call): it is charged a
+    # timeout then, as past the limit (see worker/quarantine.py deadline). 0 turns this off.
+    first_attempt_stall_limit: float = Field(default=0.2, ge=0)
     # How often a worker looks for messages whose consumer died (their visibility timeout passed).
     unacked_restore_interval: int = Field(default=10, ge=1)
 

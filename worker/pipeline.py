@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -231,7 +231,11 @@ def _wire_guid(source_id: str, extra: dict[str, object]) -> str | None:
     return guid if isinstance(guid, str) and guid and source_id.startswith(f"{guid}:") else None
 
 
-Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
+class Around(Protocol):
+    """Wraps one delivery's own work: ``io`` says whether that work waits on the database or
+    Redis (a delivery run on its own) or is computation only (a step of a batch)."""
+
+    def __call__(self, msg: DeliveryMessage, *, io: bool = True) -> AbstractContextManager[object]: ...
 
 
 def process_batch(session: Session, batch: IngestBatch, *,
@@ -248,7 +252,9 @@ def process_batch(session: Session, batch: IngestBatch, *,
     redelivery committed meanwhile, a row the database refuses), its SAVEPOINT is rolled back and
     the deliveries run one by one through :func:`process_one`. Either way the outcomes are the same.
 
-    ``around(msg)`` wraps each delivery's own work (a deadline, the delivery being charged); an
+    ``around(msg, io=...)`` wraps each delivery's own work (a deadline, the delivery being charged):
+    in the batch written together, its computation only (``io=False``: normalizing, enriching);
+    one by one, its whole :func:`process_one`, database included (``io=True``). An
     error escaping it is then charged to that delivery alone, which comes back with status
     ``failed`` (``failure`` "timeout" for ``timeouts`` types, else "error") and nothing stored,
     while the rest of the batch goes on. Without ``around`` such errors propagate. ``propagate``
@@ -416,7 +422,7 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     def step(it: _Item, stage: str, work: Callable[[], None]) -> None:
         """One delivery's own work, under its deadline; a failure rejects or charges it alone."""
         try:
-            with around(it.msg) if around is not None else nullcontext():
+            with around(it.msg, io=False) if around is not None else nullcontext():
                 try:
                     work()
                 except Exception as exc:

@@ -14,7 +14,8 @@ How an attempt goes:
    delivery that crashes or hangs its worker again is charged alone and nothing else is lost
    with it.
 2. Each delivery runs under a deadline (SIGALRM where available): ``delivery_time_limit``, or in
-   batch mode a tighter one derived from what deliveries take (:class:`RecentTimes`), and
+   batch mode a tighter one derived from what deliveries take (:class:`RecentTimes`), cut short
+   when the delivery's computation stops using the CPU (:func:`deadline`'s ``stall``), and
    its id is marked in Redis as the one running (:class:`RunningMarks`). When a worker dies in a
    batch-mode attempt, every record of that attempt is left unfinished; the redelivered message
    reads the mark and charges the lost attempt to the delivery that was running only, so its
@@ -34,7 +35,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -67,24 +68,49 @@ class DeliveryTimeout(Exception):
     """One delivery ran past ``delivery_time_limit``."""
 
 
+# The share of one core under which a delivery's computation counts as blocked (see deadline).
+STALL_CPU_SHARE = 0.05
+
+
 @contextmanager
-def deadline(seconds: float, what: str = "") -> Iterator[None]:
-    """Raise :class:`DeliveryTimeout` in this block after ``seconds``.
+def deadline(seconds: float, what: str = "", *, stall: float = 0.0) -> Iterator[None]:
+    """Raise :class:`DeliveryTimeout` in this block after ``seconds``; with ``stall``, also as
+    soon as a ``stall``-second stretch of it ran with under :data:`STALL_CPU_SHARE` of a core.
 
     A SIGALRM interval timer: the only way to interrupt arbitrary Python code from the inside. It is
     armed only in a process's main thread (where Python delivers signals), which is where prefork
     pool children run tasks; elsewhere (the embedded worker's thread) the task's time limits remain.
+
+    ``stall`` is for work that does no I/O (a step of a batch: normalizing, enriching). Such work
+    runs on the CPU, or waits for it behind the machine's other processes; a process that spends a
+    whole stretch off the CPU in it is blocked (a stuck call, a lock that never comes), not slow,
+    and waiting out the rest of ``seconds`` would only keep its batch-mates waiting. The timer
+    then ticks every ``stall`` seconds and compares the thread's CPU time over the last tick.
+    Work that only runs long keeps the CPU and still gets the full ``seconds``.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread() or \
             not hasattr(signal, "setitimer"):
         yield
         return
+    tick = stall if 0 < stall < seconds else seconds
+    started = time.monotonic()
+    cpu = [time.thread_time()]
 
     def _expired(_signum: int, _frame: Any) -> None:
-        raise DeliveryTimeout(f"delivery still running after {seconds:g} s{what}")
+        elapsed = time.monotonic() - started
+        left = seconds - elapsed
+        if left <= 0.001:
+            raise DeliveryTimeout(f"delivery still running after {seconds:g} s{what}")
+        now = time.thread_time()
+        used, cpu[0] = now - cpu[0], now
+        if used < STALL_CPU_SHARE * tick:
+            raise DeliveryTimeout(f"delivery still running after {elapsed:.2f} s and blocked: "
+                                  f"{used * 1000:.1f} ms of CPU in its last {tick:g} s of work that "
+                                  f"does no I/O{what}")
+        signal.setitimer(signal.ITIMER_REAL, min(tick, left))
 
     previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, tick)
     try:
         yield
     finally:
@@ -201,9 +227,6 @@ class Result:
         if self.deferred:
             out["deferred"] = len(self.deferred)
         return out
-
-
-Around = Callable[[DeliveryMessage], AbstractContextManager[object]]
 
 
 class RunningMarks:
@@ -366,7 +389,7 @@ class AttemptRunner:
                  before: Callable[[DeliveryMessage], None] | None = None,
                  neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7,
                  marks: RunningMarks | None = None, first_time_limit: float | None = None,
-                 times: RecentTimes | None = None) -> None:
+                 times: RecentTimes | None = None, stall_limit: float = 0.0) -> None:
         self.sessions = sessions
         # The shared near-duplicate index (None: near-duplicates are not looked for).
         self.neardup_index = neardup_index
@@ -379,6 +402,8 @@ class AttemptRunner:
         self.first_time_limit = delivery_time_limit if first_time_limit is None else \
             min(first_time_limit, delivery_time_limit)
         self.times = times
+        # A batch step's computation that stays off the CPU this long is blocked (see deadline).
+        self.stall_limit = stall_limit
         # The limit of the delivery running now (the full one for suspects, run alone), and
         # whether it runs in batch mode.
         self._limit = delivery_time_limit
@@ -394,18 +419,21 @@ class AttemptRunner:
         self.open: dict[str, int] = {}
 
     @contextmanager
-    def around(self, msg: DeliveryMessage) -> Iterator[None]:
+    def around(self, msg: DeliveryMessage, *, io: bool = True) -> Iterator[None]:
+        """Run one delivery's own work (``io``: whether it waits on the database) under its
+        deadline, marked as the one running."""
         self.current = msg.delivery_id
         if self.marks is not None and not self.marks.mark(self.attempt, msg.delivery_id):
             self.marks = None  # Redis is away: no more round trips this attempt
         limit, together = self._limit, self._together
         started = time.perf_counter()
-        with deadline(limit, "" if limit >= self.delivery_time_limit else " (a first attempt's limit)"):
+        with deadline(limit, "" if limit >= self.delivery_time_limit else " (a first attempt's limit)",
+                      stall=self.stall_limit if together and not io else 0.0):
             if self.before is not None:
                 self.before(msg)
             yield
-        if together and self.times is not None:
-            # Batch mode's steps only: a suspect's time includes its database work.
+        if together and not io and self.times is not None:
+            # Batch mode's computation only: a delivery run on its own includes its database work.
             self.times.add(time.perf_counter() - started)
         self.current = None
 

@@ -269,7 +269,7 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         first_time_limit=quarantine.RECENT.limit(settings.delivery_time_limit,
                                                  floor=settings.first_attempt_time_limit,
                                                  factor=settings.first_attempt_time_factor),
-        times=quarantine.RECENT,
+        times=quarantine.RECENT, stall_limit=settings.first_attempt_stall_limit,
     )
     try:
         plan = runner.begin(batch)
