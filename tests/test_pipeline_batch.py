@@ -120,7 +120,7 @@ def test_a_delivery_charged_alone_stores_nothing_and_the_rest_commit(db_session)
     fine = _msg(_story("wire", "f1", BODY_B))
 
     @contextmanager
-    def around(msg: DeliveryMessage) -> Iterator[None]:
+    def around(msg: DeliveryMessage, *, io: bool = True) -> Iterator[None]:
         if msg.delivery_id == slow.delivery_id:
             raise Deadline("too slow")
         yield
