@@ -449,8 +449,11 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         if record is None:
             continue
 
+        # Outside the step's deadline: taking the work computed ahead may wait for the process
+        # computing it, which is not the delivery's computation.
+        it.work = precompute.take(it.msg.delivery_id, record)
+
         def normalize(it: _Item = it, record: Delivery = record) -> None:
-            it.work = precompute.take(it.msg.delivery_id, record)
             if it.work is not None:
                 it.norm = it.work.norm
                 it.outcome.stage_ms["normalize"] = it.work.ms[0]

@@ -94,15 +94,16 @@ def deadline(seconds: float, what: str = "", *, stall: float = 0.0) -> Iterator[
         return
     tick = stall if 0 < stall < seconds else seconds
     started = time.monotonic()
-    cpu = [time.thread_time()]
+    cpu = time.thread_time()  # the thread's CPU time at the last tick
 
     def _expired(_signum: int, _frame: Any) -> None:
+        nonlocal cpu
         elapsed = time.monotonic() - started
         left = seconds - elapsed
         if left <= 0.001:
             raise DeliveryTimeout(f"delivery still running after {seconds:g} s{what}")
         now = time.thread_time()
-        used, cpu[0] = now - cpu[0], now
+        used, cpu = now - cpu, now
         if used < STALL_CPU_SHARE * tick:
             raise DeliveryTimeout(f"delivery still running after {elapsed:.2f} s and blocked: "
                                   f"{used * 1000:.1f} ms of CPU in its last {tick:g} s of work that "
