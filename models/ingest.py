@@ -180,13 +180,20 @@ def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
     return by_key, by_hash
 
 
+# One index probe per key, whatever the planner knows of the tables: a LATERAL subquery with a LIMIT
+# is never flattened into a join, so a new database's tables, which have no statistics until
+# autovacuum's first ANALYZE, are never read whole for a batch of 50 keys (a hash join over a
+# sequential scan, whose cost grows with every story stored). Each key is unique, hence LIMIT 1.
 _HOLDERS_SQL = (
-    "SELECT 'k', k.source, k.source_id, k.delivery_id, k.story_id, k.version FROM source_keys k"
-    " JOIN unnest(%(s)b::varchar[], %(i)b::varchar[]) AS u(source, source_id)"
-    " ON k.source = u.source AND k.source_id = u.source_id"
+    "SELECT 'k', u.source, u.source_id, k.delivery_id, k.story_id, k.version"
+    " FROM unnest(%(s)b::varchar[], %(i)b::varchar[]) AS u(source, source_id)"
+    " CROSS JOIN LATERAL (SELECT x.delivery_id, x.story_id, x.version FROM source_keys x"
+    " WHERE x.source = u.source AND x.source_id = u.source_id LIMIT 1) AS k"
     " UNION ALL"
-    " SELECT 'h', f.content_hash, NULL, f.delivery_id, f.story_id, f.version FROM fingerprints f"
-    " WHERE f.content_hash = ANY(%(h)b::varchar[])"
+    " SELECT 'h', u.content_hash, NULL, f.delivery_id, f.story_id, f.version"
+    " FROM unnest(%(h)b::varchar[]) AS u(content_hash)"
+    " CROSS JOIN LATERAL (SELECT x.delivery_id, x.story_id, x.version FROM fingerprints x"
+    " WHERE x.content_hash = u.content_hash LIMIT 1) AS f"
 )
 
 

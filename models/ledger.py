@@ -253,11 +253,15 @@ def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]
     return out
 
 
+# One index probe per delivery (see _HOLDERS_SQL in models/ingest.py): the ORDER BY keeps the
+# LATERAL subquery from being flattened into a join, which a new database, without statistics,
+# would plan as a sequential scan of every execution recorded so far.
 _HISTORY_SQL = (
-    "SELECT delivery_id, outcome, error FROM executions"
-    " WHERE delivery_id = ANY(%(ids)b::varchar[]) AND cleared_at IS NULL"
-    " AND (outcome IS NULL OR outcome = ANY(%(failed)b::varchar[]))"
-    " ORDER BY id"
+    "SELECT e.delivery_id, e.outcome, e.error FROM unnest(%(ids)b::varchar[]) AS u(delivery_id)"
+    " CROSS JOIN LATERAL (SELECT x.id, x.delivery_id, x.outcome, x.error FROM executions x"
+    " WHERE x.delivery_id = u.delivery_id AND x.cleared_at IS NULL"
+    " AND (x.outcome IS NULL OR x.outcome = ANY(%(failed)b::varchar[])) ORDER BY x.id) AS e"
+    " ORDER BY e.id"
 )
 
 
