@@ -123,6 +123,17 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     ``message``). A delivery already in the ledger (published again) gets its send counted."""
     if not rows:
         return
+    now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement over one array per column (see models/bulk.py): a parameter list would be
+        # one INSERT per row for the server and a bind-processing pass per value in the producer.
+        # A delivery may appear once per statement (ON CONFLICT DO UPDATE): the last row counts.
+        last = list({row["delivery_id"]: row for row in rows}.values())
+        session.connection().exec_driver_sql(_RECORD_SQL, {
+            "d": [r["delivery_id"] for r in last], "r": [r["run_id"] for r in last],
+            "b": [r["batch_id"] for r in last], "q": [r["queue"] for r in last],
+            "m": [r["message"] for r in last], "now": now})
+        return
     # One statement for any number of rows, executed with a parameter list: compiled once per
     # process and cached, where a multi-row VALUES construct is compiled again for every batch.
     insert = insert_for(session)
@@ -133,8 +144,19 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
               "message": stmt.excluded.message, "last_sent_at": stmt.excluded.last_sent_at,
               "sends": PublishedDelivery.sends + 1, "settled_at": None},
     )
-    now = utcnow()
     session.execute(stmt, [{**row, "published_at": now, "last_sent_at": now} for row in rows])
+
+
+_RECORD_SQL = (
+    "INSERT INTO published_deliveries"
+    " (delivery_id, run_id, batch_id, queue, message, published_at, last_sent_at, sends)"
+    " SELECT u.d, u.r, u.b, u.q, u.m, %(now)s, %(now)s, 1"
+    " FROM unnest(%(d)b::varchar[], %(r)b::varchar[], %(b)b::varchar[], %(q)b::varchar[], %(m)b::bytea[])"
+    " WITH ORDINALITY AS u(d, r, b, q, m, n) ORDER BY u.n"
+    " ON CONFLICT (delivery_id) DO UPDATE SET batch_id = excluded.batch_id, queue = excluded.queue,"
+    " message = excluded.message, last_sent_at = excluded.last_sent_at,"
+    " sends = published_deliveries.sends + 1, settled_at = NULL"
+)
 
 
 @dataclass(frozen=True, slots=True)
