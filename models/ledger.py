@@ -241,7 +241,9 @@ class History:
 
 def history(session: Session, delivery_ids: Iterable[str]) -> dict[str, History]:
     """Failed earlier attempts of each delivery (not counting attempts cleared by a dlq replay)."""
-    ids = list(delivery_ids)
+    # Each id once: the query probes one id per element, and an id given twice would count its
+    # attempts twice.
+    ids = list(dict.fromkeys(delivery_ids))
     out: dict[str, History] = {}
     if not ids:
         return out

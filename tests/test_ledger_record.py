@@ -49,3 +49,19 @@ def test_a_delivery_twice_in_one_call_keeps_its_last_row(db_session) -> None:
     record_published(db_session, [_row(delivery, "first"), _row(delivery, "last")])
     (row,) = _stored(db_session, [delivery]).values()
     assert (row.batch_id, row.sends) == ("last", 1)
+
+
+def test_an_id_given_twice_counts_its_failed_attempts_once(db_session) -> None:
+    from datetime import UTC, datetime
+
+    from models.ledger import Execution, history
+
+    delivery = str(uuid.uuid4())
+    for attempt, outcome in enumerate(("error", "timeout", None, "stored")):
+        db_session.add(Execution(delivery_id=delivery, task_id="t", attempt=attempt, worker="w", pid=1,
+                                 started_at=datetime.now(UTC), outcome=outcome))
+    db_session.flush()
+    past = history(db_session, [delivery, delivery])
+    assert (past[delivery].failed, past[delivery].errors, past[delivery].timeouts,
+            past[delivery].unfinished) == (3, 1, 1, 1)
+    assert past[delivery].last_kind == "unfinished"
