@@ -43,9 +43,10 @@ def _is_json(column_type: Any) -> bool:
 
 @lru_cache(maxsize=64)
 def insert_sql(table: Table, columns: tuple[str, ...], *, conflict: tuple[str, ...] | None = None,
-               returning: tuple[str, ...] = ()) -> str:
+               on_conflict: str = "DO NOTHING", returning: tuple[str, ...] = ()) -> str:
     """``INSERT INTO table (columns) SELECT ... FROM unnest(%(c0)b::type[], ...)`` in the given
-    row order, ``ON CONFLICT (conflict) DO NOTHING`` when ``conflict`` is given."""
+    row order, ``ON CONFLICT (conflict) DO NOTHING`` (or ``on_conflict``, e.g. a ``DO UPDATE SET
+    ...``) when ``conflict`` is given."""
     params, exprs = [], []
     for i, name in enumerate(columns):
         column_type = table.c[name].type
@@ -60,7 +61,7 @@ def insert_sql(table: Table, columns: tuple[str, ...], *, conflict: tuple[str, .
            f" SELECT {', '.join(exprs)} FROM unnest({', '.join(params)}) WITH ORDINALITY"
            f" AS u({aliases}, n) ORDER BY u.n")
     if conflict is not None:
-        sql += f" ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) DO NOTHING"
+        sql += f" ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) {on_conflict}"
     if returning:
         sql += f" RETURNING {', '.join(_quote(c) for c in returning)}"
     return sql
@@ -79,7 +80,7 @@ def _converter(table: Table, name: str, serializer: Callable[[Any], str]) -> Cal
 
 
 def insert_columns(conn: Connection, table: Table, columns: Mapping[str, Sequence[Any]], *,
-                   conflict: tuple[str, ...] | None = None,
+                   conflict: tuple[str, ...] | None = None, on_conflict: str = "DO NOTHING",
                    returning: tuple[str, ...] = ()) -> CursorResult[Any]:
     """Insert the rows given as one sequence of values per column (all of the same length)."""
     names = tuple(columns)
@@ -89,4 +90,5 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, Sequenc
         convert = _converter(table, name, serializer)
         values = columns[name]
         params[f"c{i}"] = list(values) if convert is None else [convert(v) for v in values]
-    return conn.exec_driver_sql(insert_sql(table, names, conflict=conflict, returning=returning), params)
+    sql = insert_sql(table, names, conflict=conflict, on_conflict=on_conflict, returning=returning)
+    return conn.exec_driver_sql(sql, params)

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CheckConstraint,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     delete,
     func,
@@ -38,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from models import bulk
 from models.base import Base, insert_for, utcnow
 from models.delivery import Delivery
 
@@ -125,14 +127,15 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         return
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
-        # One statement over one array per column (see models/bulk.py): a parameter list would be
-        # one INSERT per row for the server and a bind-processing pass per value in the producer.
+        # One statement over one array per column (models/bulk.py): a parameter list would be one
+        # INSERT per row for the server and a bind-processing pass per value in the producer.
         # A delivery may appear once per statement (ON CONFLICT DO UPDATE): the last row counts.
         last = list({row["delivery_id"]: row for row in rows}.values())
-        session.connection().exec_driver_sql(_RECORD_SQL, {
-            "d": [r["delivery_id"] for r in last], "r": [r["run_id"] for r in last],
-            "b": [r["batch_id"] for r in last], "q": [r["queue"] for r in last],
-            "m": [r["message"] for r in last], "now": now})
+        columns: dict[str, list[Any]] = {name: [r[name] for r in last] for name in _LEDGER_COLUMNS}
+        n = len(last)
+        columns |= {"published_at": [now] * n, "last_sent_at": [now] * n, "sends": [1] * n}
+        bulk.insert_columns(session.connection(), _LEDGER, columns, conflict=("delivery_id",),
+                            on_conflict=_SENT_AGAIN)
         return
     # One statement for any number of rows, executed with a parameter list: compiled once per
     # process and cached, where a multi-row VALUES construct is compiled again for every batch.
@@ -147,16 +150,12 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(stmt, [{**row, "published_at": now, "last_sent_at": now} for row in rows])
 
 
-_RECORD_SQL = (
-    "INSERT INTO published_deliveries"
-    " (delivery_id, run_id, batch_id, queue, message, published_at, last_sent_at, sends)"
-    " SELECT u.d, u.r, u.b, u.q, u.m, %(now)s, %(now)s, 1"
-    " FROM unnest(%(d)b::varchar[], %(r)b::varchar[], %(b)b::varchar[], %(q)b::varchar[], %(m)b::bytea[])"
-    " WITH ORDINALITY AS u(d, r, b, q, m, n) ORDER BY u.n"
-    " ON CONFLICT (delivery_id) DO UPDATE SET batch_id = excluded.batch_id, queue = excluded.queue,"
-    " message = excluded.message, last_sent_at = excluded.last_sent_at,"
-    " sends = published_deliveries.sends + 1, settled_at = NULL"
-)
+_LEDGER = cast(Table, PublishedDelivery.__table__)
+_LEDGER_COLUMNS = ("delivery_id", "run_id", "batch_id", "queue", "message")
+# A delivery published again: the same change as the Core statement's set_ above.
+_SENT_AGAIN = ("DO UPDATE SET batch_id = excluded.batch_id, queue = excluded.queue,"
+               " message = excluded.message, last_sent_at = excluded.last_sent_at,"
+               " sends = published_deliveries.sends + 1, settled_at = NULL")
 
 
 @dataclass(frozen=True, slots=True)

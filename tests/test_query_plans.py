@@ -38,19 +38,23 @@ def _fill(conn, rows: int, offset: int) -> list[str]:
     return ids
 
 
+def _hashes(session, ids: list[str]) -> list[str]:
+    """The content hashes _fill gave these ids' fingerprints."""
+    sql = text("SELECT md5(u) FROM unnest(CAST(:ids AS varchar[])) AS u")
+    return list(session.scalars(sql, {"ids": ids}))
+
+
 def _lookups(session, ids: list[str]) -> None:
-    hashes = session.execute(text("SELECT md5(u) FROM unnest(CAST(:ids AS varchar[])) AS u"), {"ids": ids})
-    queries.key_holders(session, [("wire", i) for i in ids], list(hashes.scalars()))
+    queries.key_holders(session, [("wire", i) for i in ids], _hashes(session, ids))
     ledger.history(session, ids)
 
 
 def _plans(session, ids: list[str]) -> str:
     """EXPLAIN of the two lookups as the worker's connection would plan them now."""
-    hashes = [r for (r,) in session.execute(text("SELECT md5(u) FROM unnest(CAST(:ids AS varchar[])) AS u"),
-                                            {"ids": ids})]
     conn = session.connection()
     out = []
-    for sql, params in ((queries._HOLDERS_SQL, {"s": ["wire"] * len(ids), "i": ids, "h": hashes}),
+    holders = {"s": ["wire"] * len(ids), "i": ids, "h": _hashes(session, ids)}
+    for sql, params in ((queries._HOLDERS_SQL, holders),
                         (ledger._HISTORY_SQL, {"ids": ids, "failed": list(ledger.FAILED_OUTCOMES)})):
         out += [row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params)]
     return "\n".join(out)
