@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,33 @@ def servers() -> Iterator[Servers]:
         yield started
     finally:
         started.close()
+
+
+# How much of each worker's log a failed test shows (its last lines).
+FAILED_LOG_TAIL = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed fault test keeps its logs: the session removes its server directories at the end,
+    and a scenario that hangs or loses a delivery is explained by what its workers logged. The
+    report gains each log's last lines and the directory the whole logs were copied to."""
+    outcome = yield
+    rep = outcome.get_result()
+    environment = getattr(item, "funcargs", {}).get("env")
+    if not rep.failed or not isinstance(environment, Env):
+        return
+    kept = Path(tempfile.gettempdir()) / "akhbar-faults-failed" / f"{environment.db}-{rep.when}"
+    paths = sorted(environment.logs.glob("*.log"))
+    with contextlib.suppress(OSError):
+        shutil.copytree(environment.logs, kept, dirs_exist_ok=True)
+        for server_log in (environment.pg.log, environment.redis.dir / "redis.log"):
+            if server_log.exists():
+                shutil.copy(server_log, kept / server_log.name)
+    for path in paths:
+        lines = path.read_text(errors="replace").splitlines()[-FAILED_LOG_TAIL:]
+        rep.sections.append((f"{path.name} (last {len(lines)} lines)", "\n".join(lines)))
+    rep.sections.append(("fault tier logs", f"copied to {kept}"))
 
 
 @pytest.fixture()
