@@ -182,7 +182,7 @@ def key_holders(session: Session, source_keys: Iterable[tuple[str, str]],
 
 # One index probe per key, whatever the planner knows of the tables: a LATERAL subquery with a LIMIT
 # is never flattened into a join, so a new database's tables, which have no statistics until
-# autovacuum's first ANALYZE, are never read whole for a batch of 50 keys (a hash join over a
+# autovacuum's first ANALYZE, are never read whole for a batch's keys (a hash join over a
 # sequential scan, whose cost grows with every story stored). Each key is unique, hence LIMIT 1.
 _HOLDERS_SQL = (
     "SELECT 'k', u.source, u.source_id, k.delivery_id, k.story_id, k.version"

@@ -143,8 +143,7 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     stmt = insert(PublishedDelivery)
     stmt = stmt.on_conflict_do_update(
         index_elements=["delivery_id"],
-        set_={"batch_id": stmt.excluded.batch_id, "queue": stmt.excluded.queue,
-              "message": stmt.excluded.message, "last_sent_at": stmt.excluded.last_sent_at,
+        set_={**{name: stmt.excluded[name] for name in _RESENT_COLUMNS},
               "sends": PublishedDelivery.sends + 1, "settled_at": None},
     )
     session.execute(stmt, [{**row, "published_at": now, "last_sent_at": now} for row in rows])
@@ -152,10 +151,11 @@ def record_published(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 _LEDGER = cast(Table, PublishedDelivery.__table__)
 _LEDGER_COLUMNS = ("delivery_id", "run_id", "batch_id", "queue", "message")
-# A delivery published again: the same change as the Core statement's set_ above.
-_SENT_AGAIN = ("DO UPDATE SET batch_id = excluded.batch_id, queue = excluded.queue,"
-               " message = excluded.message, last_sent_at = excluded.last_sent_at,"
-               " sends = published_deliveries.sends + 1, settled_at = NULL")
+# A delivery published again takes these from its new send, counts the send and is unsettled
+# again: both statements above make this change.
+_RESENT_COLUMNS = ("batch_id", "queue", "message", "last_sent_at")
+_SENT_AGAIN = ("DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _RESENT_COLUMNS)
+               + ", sends = published_deliveries.sends + 1, settled_at = NULL")
 
 
 @dataclass(frozen=True, slots=True)

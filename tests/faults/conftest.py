@@ -53,15 +53,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     kept = Path(tempfile.gettempdir()) / "akhbar-faults-failed" / f"{environment.db}-{rep.when}"
     paths = sorted(environment.logs.glob("*.log"))
-    with contextlib.suppress(OSError):
+    try:
         shutil.copytree(environment.logs, kept, dirs_exist_ok=True)
         for server_log in (environment.pg.log, environment.redis.dir / "redis.log"):
             if server_log.exists():
                 shutil.copy(server_log, kept / server_log.name)
+        where = f"copied to {kept}"
+    except OSError as exc:
+        where = f"not copied: {exc}"
     for path in paths:
         lines = path.read_text(errors="replace").splitlines()[-FAILED_LOG_TAIL:]
         rep.sections.append((f"{path.name} (last {len(lines)} lines)", "\n".join(lines)))
-    rep.sections.append(("fault tier logs", f"copied to {kept}"))
+    rep.sections.append(("fault tier logs", where))
 
 
 @pytest.fixture()
