@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from models import Delivery as DeliveryRow
 from models import Fingerprint, SourceKey, Story, StoryVersion
+from worker import pipeline
 from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
 from worker.pipeline import process_batch
 
@@ -170,13 +171,28 @@ def test_concurrent_batches_racing_on_a_key(committed) -> None:
         assert s.scalar(select(func.count()).select_from(Story).where(Story.source == source)) == 2
 
 
-def test_a_batch_depending_on_a_raced_key_runs_one_by_one(committed) -> None:
+def test_a_batch_depending_on_a_raced_key_is_written_together_again(committed) -> None:
     sessions, source = committed
     x = _msg(_story(source, "r1", BODY_A))
     again = _msg(_story(source, "r1", BODY_A))
     twice = _msg(_story(source, "r1", BODY_A))  # depends on `again` holding the key inside the batch
     with capture_logs() as logs:
         assert _race(sessions, [x], [again, twice]) == ["duplicate", "duplicate"]
-    assert any(e["event"] == "batch_one_by_one" for e in logs)
+    events = [e["event"] for e in logs]
+    assert "batch_again" in events and "batch_one_by_one" not in events
+    with sessions() as s:
+        assert {s.get(DeliveryRow, m.delivery_id).duplicate_of for m in (again, twice)} == {x.delivery_id}
+
+
+def test_a_batch_still_raced_after_its_attempts_runs_one_by_one(committed, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "TOGETHER_ATTEMPTS", 1)
+    sessions, source = committed
+    x = _msg(_story(source, "r1", BODY_A))
+    again = _msg(_story(source, "r1", BODY_A))
+    twice = _msg(_story(source, "r1", BODY_A))
+    with capture_logs() as logs:
+        assert _race(sessions, [x], [again, twice]) == ["duplicate", "duplicate"]
+    events = [e["event"] for e in logs]
+    assert "batch_one_by_one" in events and "batch_again" not in events
     with sessions() as s:
         assert {s.get(DeliveryRow, m.delivery_id).duplicate_of for m in (again, twice)} == {x.delivery_id}

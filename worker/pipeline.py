@@ -262,29 +262,35 @@ def process_batch(session: Session, batch: IngestBatch, *,
     """
     # Before this transaction writes (and locks) anything: a rebuild waits for indexing transactions.
     neardup_stage.ensure_index(session, neardup_index, neardup_window_days)
-    done = queries.processed_deliveries(session, (d.delivery_id for d in batch.deliveries))
     results: dict[str, Outcome] = {}
-    todo: list[DeliveryMessage] = []
-    for msg in batch.deliveries:
-        if msg.delivery_id in done:
-            log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id],
-                     delivery_id=msg.delivery_id, correlation_id=msg.correlation_id, source=msg.source)
-            results[msg.delivery_id] = Outcome(msg.delivery_id, "already_processed")
-        else:
-            todo.append(msg)
+    todo = _not_done(session, batch.deliveries, results)
     together: list[Outcome] | None = None
     if todo:
         failed: list[Outcome] = []
-        try:
-            with session.begin_nested():
-                together = _process_together(session, todo, propagate, around, timeouts, failed,
-                                             neardup_index)
-        except _OneByOne as exc:
-            log.info("batch_one_by_one", reason=str(exc), deliveries=len(todo))
-        except DBAPIError as exc:
-            if is_transient(exc):
-                raise
-            log.warning("batch_one_by_one", reason="refused", error=repr(exc)[:500], deliveries=len(todo))
+        for attempt in range(1, TOGETHER_ATTEMPTS + 1):
+            if attempt > 1:
+                todo = _not_done(session, todo, results)
+                if not todo:
+                    together = []
+                    break
+            charged = {o.delivery_id for o in failed}
+            try:
+                with session.begin_nested():
+                    together = _process_together(session, [m for m in todo if m.delivery_id not in charged],
+                                                 propagate, around, timeouts, failed, neardup_index)
+                break
+            except _OneByOne as exc:
+                if exc.again and attempt < TOGETHER_ATTEMPTS:
+                    log.info("batch_again", reason=str(exc), deliveries=len(todo), attempt=attempt)
+                    continue
+                log.info("batch_one_by_one", reason=str(exc), deliveries=len(todo))
+                break
+            except DBAPIError as exc:
+                if is_transient(exc):
+                    raise
+                log.warning("batch_one_by_one", reason="refused", error=repr(exc)[:500],
+                            deliveries=len(todo))
+                break
         # Deliveries charged (timed out) are not run again in this attempt.
         results.update((o.delivery_id, o) for o in failed)
         if together is None:
@@ -293,6 +299,22 @@ def process_batch(session: Session, batch: IngestBatch, *,
         results.update((o.delivery_id, o) for o in together)
     _apply_withdrawals(session, batch, results)
     return [results[msg.delivery_id] for msg in batch.deliveries]
+
+
+def _not_done(session: Session, msgs: list[DeliveryMessage],
+              results: dict[str, Outcome]) -> list[DeliveryMessage]:
+    """The deliveries not recorded yet; those recorded (by an earlier attempt at a redelivered
+    message) go into ``results`` as ``already_processed``."""
+    done = queries.processed_deliveries(session, (d.delivery_id for d in msgs))
+    todo: list[DeliveryMessage] = []
+    for msg in msgs:
+        if msg.delivery_id in done:
+            log.info("delivery_skipped", outcome="already_processed", status=done[msg.delivery_id],
+                     delivery_id=msg.delivery_id, correlation_id=msg.correlation_id, source=msg.source)
+            results[msg.delivery_id] = Outcome(msg.delivery_id, "already_processed")
+        else:
+            todo.append(msg)
+    return todo
 
 
 def _apply_withdrawals(session: Session, batch: IngestBatch, results: dict[str, Outcome]) -> None:
@@ -334,8 +356,23 @@ def _charged(msg: DeliveryMessage, failure: str) -> Outcome:
 # --- the batch written together ------------------------------------------------------------------
 
 
+# Attempts at writing a batch together before it runs one delivery at a time.
+TOGETHER_ATTEMPTS = 2
+
+
 class _OneByOne(Exception):
-    """The batch cannot be written together: run it delivery by delivery."""
+    """The batch cannot be written together: run it delivery by delivery.
+
+    ``again``: the cause was a concurrent batch that has committed since (a key it claimed first,
+    a redelivery it recorded; ``INSERT ... ON CONFLICT`` waits for the other transaction before it
+    reports the conflict), so the batch written together once more sees it from the start and
+    succeeds. Written one by one instead, each delivery's near-duplicate step would take its locks
+    and reach the index on its own, interleaved with a concurrent batch's, which can deadlock.
+    """
+
+    def __init__(self, reason: str, *, again: bool = False) -> None:
+        super().__init__(reason)
+        self.again = again
 
 
 @dataclass(slots=True)
@@ -517,7 +554,7 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     if lost or lost_fp:
         raced = {id(it) for it in (*lost, *lost_fp)}
         if any(it.after is not None and id(it.after) in raced for it in live):
-            raise _OneByOne("a delivery of the batch depends on a key claimed concurrently")
+            raise _OneByOne("a delivery of the batch depends on a key claimed concurrently", again=True)
         held_key, held_hash = queries.key_holders(
             session, (it.source_key() for it in lost),
             (it.norm.content_hash for it in lost_fp if it.norm is not None))
@@ -568,7 +605,7 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     rows = [_delivery_values(it, signatures.get(it.msg.delivery_id)) for it in items if not it.charged]
     stored = queries.insert_deliveries(session, rows)
     if len(stored) != len(rows):
-        raise _OneByOne("a delivery of the batch was recorded meanwhile")
+        raise _OneByOne("a delivery of the batch was recorded meanwhile", again=True)
     persist_s += time.perf_counter() - started - signed_ms / 1000
     persist_ms = round(persist_s * 1000 / max(len(rows), 1), 3)
 
