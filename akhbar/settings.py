@@ -39,10 +39,12 @@ class Settings(BaseSettings):
     # after batch_ms on a live source. Unset, it is 100 with a broker and EMBEDDED_BATCH_SIZE in
     # embedded mode (see below). With a broker, 20,000 corpus deliveries to two worker processes
     # ran at 286 and 289 stories/s in batches of 100 against 247 and 264 in batches of 50 (runs
-    # interleaved), and 207 in batches of 200: each batch's fixed costs (its task, transaction,
-    # execution records, statements) are shared by twice the stories, while a batch of 200 holds
-    # its locks long enough for the two processes to wait on each other. A live source's batches
-    # stay bounded by batch_ms, and so does its latency.
+    # interleaved): each batch's fixed costs (its task, transaction, execution records,
+    # statements) are shared by twice the stories. Batches of 200 ran at 207 then, when a batch
+    # that lost a key to the other process fell back to one delivery at a time (and deadlocked
+    # with it); since it is written together again instead, 200 ran at 765 and 731 against 730
+    # for 100 on one day, within the machine's noise, so 100 stays for its latency. A live
+    # source's batches stay bounded by batch_ms, and so does its latency.
     batch_size: int = Field(default=100, ge=1, le=1000)
     batch_ms: int = Field(default=200, ge=0)
     # Embedded mode: compute each delivery's match form, enrichment and signature ahead in a second

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from bench import corpus_variants as cv
 from models import Delivery as DeliveryRow
@@ -194,3 +195,26 @@ def test_an_earlier_member_becomes_the_canonical_delivery(db_session, index, cha
     assert second[0].story_id == first[0].story_id
     story = _check_one_story(db_session, first[0].story_id, [later, earlier], earlier)
     assert story.version == 1
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0), (2, 1, 0)])
+def test_a_batch_retried_after_reaching_the_index_decides_as_the_first_time(db_session, index, chain,
+                                                                           order) -> None:
+    """A batch whose transaction is lost after its deliveries reached the index (a deadlock, a lost
+    connection) is run again while the index still holds them: each delivery must see only the
+    deliveries before it, as the first time, not its batch-mates added by the lost attempt."""
+    head, full, tail = chain
+    msgs = [_msg(head, "h-6"), _msg(full, "f-6"), _msg(tail, "t-6")]
+    ordered = [msgs[i] for i in order]
+
+    def decided(outcomes) -> list[tuple]:
+        return [(o.delivery_id, o.status, o.duplicate_of) for o in outcomes]
+
+    lost = db_session.begin_nested()
+    first = decided(process_batch(db_session, IngestBatch(deliveries=ordered), neardup_index=index))
+    lost.rollback()
+    with capture_logs() as logs:
+        again = process_batch(db_session, IngestBatch(deliveries=ordered), neardup_index=index)
+    assert decided(again) == first
+    assert not [e for e in logs if e["event"] == "batch_one_by_one"], logs
+    _check_one_story(db_session, again[0].story_id, msgs, msgs[0])

@@ -182,12 +182,15 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
     # The same-story verdicts are pure CPU: all of them first, then one read and one lock for the
     # stored stories they name.
     matches: list[list[tuple[str, Verdict]]] = []
-    # Items are decided in order: like the index, the guid link sees only the items before this one.
+    # Items are decided in order, each against the items before it only. The index gives that
+    # (each lookup comes before the item's own insertion), except in a batch run again after its
+    # transaction was lost (a deadlock, a lost connection): the index still holds what the lost
+    # attempt added, its later items included, which are left out here as the first time.
     not_yet = {it.delivery_id for it in items}
     for it, sig, res in zip(items, sigs, found, strict=True):
         same = []
         for cand in res.candidates:
-            if cand.ref == it.delivery_id:
+            if cand.ref in not_yet:  # this item, or one after it
                 continue
             verdict = compare(cand.signature, sig)
             if verdict.same_story:
