@@ -16,6 +16,8 @@ recency per call (a Python-level call per token) and cachetools' caches are Pyth
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import compress, count, repeat
+from operator import is_
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -44,8 +46,12 @@ class TokenMemo(Generic[V]):
         values: list[V | None] = list(map(self.young.get, tokens))
         if None not in values:
             return values  # type: ignore[return-value]
-        return [self.one(token) if value is None else value
-                for token, value in zip(tokens, values, strict=True)]
+        # Nearly every story has a few misses among its hundreds of tokens: find them in C and
+        # run Python code for those only (a comprehension over every token cost 8 us a story more).
+        one = self.one
+        for i in compress(count(), map(is_, values, repeat(None))):
+            values[i] = one(tokens[i])
+        return values  # type: ignore[return-value]
 
     def one(self, token: str) -> V:
         """The value of one token."""
