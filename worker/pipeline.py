@@ -11,8 +11,10 @@ nothing twice. Transient database errors propagate, and the whole batch is retri
 Speed: the stages' CPU work runs per delivery, but the batch's database work is a handful of
 statements (one SELECT for every key holder, one ``INSERT ... ON CONFLICT`` per key table, one
 INSERT each for stories, versions and deliveries), not several statements and a SAVEPOINT per
-delivery. When a batch cannot be written that way, it is run one delivery at a time, each in its
-own SAVEPOINT (:func:`process_one`), with the same outcomes.
+delivery. A batch that lost a race to a concurrent batch (a key or a redelivery it recorded first)
+is written that way again, seeing the winner's rows from the start; when a batch cannot be written
+that way, it is run one delivery at a time, each in its own SAVEPOINT (:func:`process_one`), with
+the same outcomes.
 """
 
 from __future__ import annotations
@@ -248,9 +250,11 @@ def process_batch(session: Session, batch: IngestBatch, *,
     the signatures stored in the last two ``neardup_window_days`` windows.
 
     The batch is written with a handful of statements (:func:`_process_together`), not several per
-    delivery; if that cannot be done (a key it depends on was claimed by a concurrent batch, a
-    redelivery committed meanwhile, a row the database refuses), its SAVEPOINT is rolled back and
-    the deliveries run one by one through :func:`process_one`. Either way the outcomes are the same.
+    delivery. If a concurrent batch won a race against it (a key it depends on, a redelivery
+    committed meanwhile), its SAVEPOINT is rolled back and it is written together again, up to
+    :data:`TOGETHER_ATTEMPTS` times; if that cannot be done (still racing, a row the database
+    refuses), the deliveries run one by one through :func:`process_one`. Either way the outcomes
+    are the same.
 
     ``around(msg, io=...)`` wraps each delivery's own work (a deadline, the delivery being charged):
     in the batch written together, its computation only (``io=False``: normalizing, enriching);
