@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
@@ -171,7 +172,12 @@ def test_concurrent_batches_racing_on_a_key(committed) -> None:
         assert s.scalar(select(func.count()).select_from(Story).where(Story.source == source)) == 2
 
 
-def test_a_batch_depending_on_a_raced_key_is_written_together_again(committed) -> None:
+@pytest.mark.parametrize(("attempts", "expected", "not_expected"), [
+    (pipeline.TOGETHER_ATTEMPTS, "batch_again", "batch_one_by_one"),  # written together again
+    (1, "batch_one_by_one", "batch_again"),  # still raced after its attempts: one by one
+])
+def test_a_batch_depending_on_a_raced_key(committed, monkeypatch, attempts, expected, not_expected) -> None:
+    monkeypatch.setattr(pipeline, "TOGETHER_ATTEMPTS", attempts)
     sessions, source = committed
     x = _msg(_story(source, "r1", BODY_A))
     again = _msg(_story(source, "r1", BODY_A))
@@ -179,20 +185,6 @@ def test_a_batch_depending_on_a_raced_key_is_written_together_again(committed) -
     with capture_logs() as logs:
         assert _race(sessions, [x], [again, twice]) == ["duplicate", "duplicate"]
     events = [e["event"] for e in logs]
-    assert "batch_again" in events and "batch_one_by_one" not in events
-    with sessions() as s:
-        assert {s.get(DeliveryRow, m.delivery_id).duplicate_of for m in (again, twice)} == {x.delivery_id}
-
-
-def test_a_batch_still_raced_after_its_attempts_runs_one_by_one(committed, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline, "TOGETHER_ATTEMPTS", 1)
-    sessions, source = committed
-    x = _msg(_story(source, "r1", BODY_A))
-    again = _msg(_story(source, "r1", BODY_A))
-    twice = _msg(_story(source, "r1", BODY_A))
-    with capture_logs() as logs:
-        assert _race(sessions, [x], [again, twice]) == ["duplicate", "duplicate"]
-    events = [e["event"] for e in logs]
-    assert "batch_one_by_one" in events and "batch_again" not in events
+    assert expected in events and not_expected not in events
     with sessions() as s:
         assert {s.get(DeliveryRow, m.delivery_id).duplicate_of for m in (again, twice)} == {x.delivery_id}
