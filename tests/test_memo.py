@@ -40,3 +40,30 @@ def test_falsy_values_are_memoized_too() -> None:
 def test_a_generation_holds_at_least_one_token() -> None:
     with pytest.raises(ValueError):
         TokenMemo(len, generation=0)
+
+
+@pytest.mark.parametrize("generation", [1, 5, 50])
+def test_a_lookup_of_many_tokens_computes_and_keeps_what_miss_by_miss_lookups_would(generation: int) -> None:
+    """``many`` moves and computes a call's misses together (turning over token by token only when
+    the young generation fills up among them): the values, the tokens computed (in order) and the
+    generations' contents stay those of a ``one`` call per miss of the young generation."""
+    import random
+
+    rnd = random.Random(generation)
+    vocabulary = [f"w{i}" for i in range(200)]
+    calls: dict[str, list[str]] = {"many": [], "one": []}
+    bulk = TokenMemo(lambda t: calls["many"].append(t) or t.upper(), generation)
+    single = TokenMemo(lambda t: calls["one"].append(t) or t.upper(), generation)
+    for _ in range(300):
+        # Zipf-like: a few tokens recur in most calls, the rest rarely
+        tokens = [vocabulary[min(int(rnd.paretovariate(0.8)), 199)] for _ in range(rnd.randrange(0, 30))]
+        assert bulk.many(tokens) == _miss_by_miss(single, tokens) == [t.upper() for t in tokens]
+        assert calls["many"] == calls["one"]
+        assert (bulk.young, bulk.old) == (single.young, single.old)
+    assert len(calls["many"]) > 200  # the stream did turn the generations over
+
+
+def _miss_by_miss(memo: TokenMemo[str], tokens: list[str]) -> list[str]:
+    """The young generation's values, then a ``one`` call for each token it did not hold."""
+    values = [memo.young.get(t) for t in tokens]
+    return [memo.one(t) if v is None else v for t, v in zip(tokens, values, strict=True)]
