@@ -118,8 +118,11 @@ class DropFolderSource(_Source):
     error: Path = Path("error")
     # The source name stamped on deliveries that do not name one (default: the source's name).
     source: str | None = None
-    # A file is published once its size and mtime were the same in two scans this far apart;
-    # names matching these patterns (partial uploads) are never picked up.
+    # A file is published once its size and mtime were the same in two scans this far apart and
+    # it was last modified at least ``settle`` ago: a writer that pauses between creating a file
+    # and filling it (a copy on a loaded machine, a slow network share) is not read half-way
+    # through. Names matching ``ignore`` (partial uploads) are never picked up.
+    settle: Duration = 1.0
     ignore: list[str] = Field(
         default_factory=lambda: [
             ".*",

@@ -4,7 +4,9 @@ Guarantees:
 
 - A file is picked up only when complete: names of partial uploads (``.*``, ``*.tmp``, ``*.part``
   and the like) are ignored, and a file is read only once its size and modification time were the
-  same in two consecutive scans.
+  same in two consecutive scans and it has not been modified for ``settle`` seconds (one by
+  default): two scans alone can both fall in a pause of the writer, between creating the file
+  and writing it.
 - A file is moved to ``processed/`` (or ``error/`` when it held no valid delivery, with a
   ``<name>.reason.txt`` beside it) only after the publisher has confirmed every message. If the
   publish fails, the file stays where it is and is tried again on a later scan.
@@ -130,7 +132,9 @@ class DropFolder:
         report = ScanReport()
         now = datetime.now(UTC)
         current = self._candidates()
-        stable = sorted(name for name, sig in current.items() if self._signatures.get(name) == sig)
+        settled = time.time_ns() - int(self.config.settle * 1e9)
+        stable = sorted(name for name, sig in current.items()
+                        if self._signatures.get(name) == sig and sig[1] <= settled)
         report.waiting = sorted(set(current) - set(stable))
         self._signatures = current
         for name in stable:

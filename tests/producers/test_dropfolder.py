@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import orjson
@@ -25,6 +27,7 @@ class Crash(BaseException):
 
 
 def folder(tmp_path: Path, publisher: object, health: MemoryHealth | None = None, **kw: object) -> DropFolder:
+    kw.setdefault("settle", 0)  # files written by the tests are complete when scanned
     config = DropFolderSource(name="drop", path=tmp_path / "in", interval=0.01, **kw)  # type: ignore[arg-type]
     return DropFolder(config, publisher, settings=SETTINGS, health=health)  # type: ignore[arg-type]
 
@@ -101,6 +104,26 @@ def test_half_written_file_waits_until_it_stops_changing(
     assert recorder.rejections == []
 
 
+def test_a_file_created_and_not_yet_written_waits_for_the_settle_time(
+    tmp_path: Path, recorder: RecordingPublisher
+) -> None:
+    """A copy that pauses between creating the file and writing it (a loaded machine) looks the
+    same in two scans: the file is taken only once it has not changed for ``settle`` seconds."""
+    drop = folder(tmp_path, recorder, settle=60)
+    target = drop.path / "story.json"
+    target.touch()  # created, not yet written: the same size and mtime in every scan
+    for _ in range(3):
+        report = drop.scan()
+        assert report.waiting == ["story.json"] and report.published == report.failed == []
+    target.write_text('{"id": "copied", "body": "نص كامل"}', encoding="utf-8")
+    assert drop.scan().waiting == ["story.json"]
+    an_hour_ago = time.time() - 3600
+    os.utime(target, (an_hour_ago, an_hour_ago))  # as it is once the settle time has passed
+    drop.scan()
+    assert drop.scan().published == ["story.json"]
+    assert [d.id for d in recorder.deliveries] == ["copied"] and recorder.rejections == []
+
+
 def test_a_failed_publish_leaves_the_file_for_the_next_scan(
     tmp_path: Path, recorder: RecordingPublisher
 ) -> None:
@@ -160,7 +183,7 @@ def test_crash_between_publish_and_move_does_not_republish(
         def _move(self, path, outcome, reasons):  # type: ignore[no-untyped-def]
             raise Crash()
 
-    config = DropFolderSource(name="drop", path=tmp_path / "in", interval=0.01)
+    config = DropFolderSource(name="drop", path=tmp_path / "in", interval=0.01, settle=0)
     dying = DiesBeforeMove(config, recorder, settings=SETTINGS)
     shutil.copy(DATA / "nitf_v1.xml", config.path / "a.xml")
     dying.scan()

@@ -64,7 +64,7 @@ def test_feed_drop_folder_and_push_publish_to_redis(
         feed.close()
 
         folder = DropFolder(
-            DropFolderSource(name="drop-redis", path=tmp_path / "drop", live=False),
+            DropFolderSource(name="drop-redis", path=tmp_path / "drop", live=False, settle=0),
             publisher,
             settings=settings,
         )
