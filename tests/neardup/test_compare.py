@@ -333,3 +333,30 @@ def test_a_body_of_a_few_words_needs_the_headline(by_id: dict[str, dict]) -> Non
     assert not compare(a, sig(y["title"], y["body"], source="aljazirah", at=_at(y))).same_story
     again = compare(a, sig(x["title"] + "!", x["body"], source="aljazirah", at=_at(x) + timedelta(hours=1)))
     assert again.same_story
+
+
+def test_comparing_a_story_with_all_its_candidates_at_once_gives_each_pair_s_verdict(
+        articles: list[dict]) -> None:
+    """compare_many (a story against its candidates, vectors compared for all of them at once) is
+    compare pair by pair: candidates as Redis keeps them (8-bit bodies), as the database keeps
+    them (16-bit), and the two mixed (compared one pair at a time)."""
+    from worker.neardup import compare_many
+
+    rnd = random.Random(11)
+    stories = []
+    for row in articles[:20]:
+        paras = cv._paras(row["body"])
+        stories.append(sig(row["title"], row["body"]))
+        stories.append(sig(row["title"], "\n".join(paras[:-1]), source="okaz", at=T0 + timedelta(hours=2)))
+        stories.append(sig(cv.surface_variant(row["title"], rnd),
+                           "\n".join(cv.surface_variant(p, rnd) for p in paras)))
+    records = [Signature.from_bytes(s.to_bytes(record=True)) for s in stories]
+    seen: set[str] = set()
+    for i, newer in enumerate(stories):
+        olders = [*rnd.sample(records, 12), records[i ^ 1], records[i]]
+        for candidates in (olders, [stories[j] for j in range(len(stories)) if j % 7 == i % 7],
+                           olders[:3] + stories[:3], olders[:1], []):
+            verdicts = compare_many(candidates, newer)
+            assert verdicts == [compare(older, newer) for older in candidates]
+            seen.update(v.label for v in verdicts)
+    assert {"duplicate", "near_duplicate", "different"} <= seen

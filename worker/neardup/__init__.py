@@ -38,7 +38,15 @@ inside the delivery's transaction:
 On SQLite (one writer at a time) the locks are not needed.
 """
 
-from worker.neardup.compare import DEFAULT_THRESHOLDS, Thresholds, Verdict, compare, features, paragraph_diff
+from worker.neardup.compare import (
+    DEFAULT_THRESHOLDS,
+    Thresholds,
+    Verdict,
+    compare,
+    compare_many,
+    features,
+    paragraph_diff,
+)
 from worker.neardup.index import (
     Candidate,
     CandidateIndex,
@@ -61,6 +69,7 @@ __all__ = [
     "Thresholds",
     "Verdict",
     "compare",
+    "compare_many",
     "features",
     "paragraph_diff",
     "signature",

@@ -38,7 +38,9 @@ same-story pair is a *near_duplicate*, including another outlet's reprint, whate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -200,13 +202,25 @@ class Verdict:
     paragraphs_removed: tuple[int, ...] = field(default=())
 
 
+@lru_cache(maxsize=16384)
+def _u2_set(data: bytes) -> frozenset[int]:
+    """A set of 16-bit hashes as stored (little-endian), decoded once: a story's headline or numbers
+    are read again for each of its candidates, and a frequent candidate for many stories."""
+    return frozenset(np.frombuffer(data, dtype="<u2").tolist())
+
+
+@lru_cache(maxsize=16384)
+def _u2_list(data: bytes) -> list[int]:
+    """16-bit hashes as stored, in order, decoded once (see :func:`_u2_set`); never modified."""
+    return np.frombuffer(data, dtype="<u2").tolist()  # type: ignore[no-any-return]
+
+
 def _jaccard_sets(a: bytes, b: bytes) -> float:
     """Jaccard similarity of two sets of 16-bit hashes; 0 when either is empty (no headline is
     no evidence that two headlines agree)."""
     if not a or not b:
         return 0.0
-    sa = set(np.frombuffer(a, dtype="<u2").tolist())
-    sb = set(np.frombuffer(b, dtype="<u2").tolist())
+    sa, sb = _u2_set(a), _u2_set(b)
     return len(sa & sb) / len(sa | sb)
 
 
@@ -214,8 +228,7 @@ def _shared_and_union(a: bytes, b: bytes) -> tuple[int, int]:
     """Members in common and in all of two sets of 16-bit hashes."""
     if not a or not b:
         return 0, 0
-    sa = set(np.frombuffer(a, dtype="<u2").tolist())
-    sb = set(np.frombuffer(b, dtype="<u2").tolist())
+    sa, sb = _u2_set(a), _u2_set(b)
     shared = len(sa & sb)
     return shared, len(sa) + len(sb) - shared
 
@@ -225,8 +238,7 @@ def _bottom_k_jaccard(a: bytes, b: bytes) -> float:
 
     A full sketch only knows its set below its largest value, so the union is cut there.
     """
-    sa = np.frombuffer(a, dtype="<u2").tolist()
-    sb = np.frombuffer(b, dtype="<u2").tolist()
+    sa, sb = _u2_list(a), _u2_list(b)
     if not sa or not sb:
         return 0.0
     limit = min(
@@ -275,28 +287,63 @@ def paragraph_diff(old: Signature, new: Signature, bits: int) -> tuple[list[int]
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
+def _agreement(a: Signature, b: Signature) -> tuple[int, int, int]:
+    """Body values agreeing in their low 8 bits; in all 16 (when both bodies keep 16 bits, else 0);
+    lede values agreeing."""
+    ba, bb = a.body_array(), b.body_array()
+    low = int(np.count_nonzero((ba & 0xFF) == (bb & 0xFF)))
+    full = int(np.count_nonzero(ba == bb)) if a.body_bits == b.body_bits == 16 else 0
+    return low, full, int(np.count_nonzero(a.lede_array() == b.lede_array()))
+
+
+def _agreements(olders: Sequence[Signature], newer: Signature) -> list[tuple[int, int, int]]:
+    """:func:`_agreement` of each older with ``newer``, for all of them with one numpy call each
+    when their vectors have one shape (always, for the candidates of one index)."""
+    first = olders[0] if olders else None
+    nb, nl = newer.body_array(), newer.lede_array()
+    if first is None or len(olders) < 2 or not len(nb) or not len(nl) or any(
+            o.body_bits != first.body_bits or len(o.body) != len(first.body) or len(o.lede) != len(newer.lede)
+            for o in olders) or len(first.body_array()) != len(nb):
+        return [_agreement(o, newer) for o in olders]
+    k = len(olders)
+    rows = np.frombuffer(b"".join(o.body for o in olders), dtype=first.body_dtype()).reshape(k, -1)
+    low = np.count_nonzero((rows & 0xFF) == (nb & 0xFF), axis=1).tolist()
+    full = (np.count_nonzero(rows == nb, axis=1).tolist() if first.body_bits == newer.body_bits == 16
+            else [0] * k)
+    ledes = np.frombuffer(b"".join(o.lede for o in olders), dtype="<u2").reshape(k, -1)
+    lede = np.count_nonzero(ledes == nl, axis=1).tolist()
+    return list(zip(low, full, lede, strict=True))
+
+
 def features(a: Signature, b: Signature) -> dict[str, float]:
     """The similarity features of a pair, symmetric in (a, b)."""
-    ba, bb = a.body_array(), b.body_array()
+    return _features(a, b, _agreement(a, b), _jaccard_sets(a.title, b.title),
+                     _bottom_k_jaccard(a.anchors, b.anchors))
+
+
+def _features(a: Signature, b: Signature, agreement: tuple[int, int, int], title: float,
+              anchors: float) -> dict[str, float]:
+    """:func:`features`, from the pair's :func:`_agreement`, headline and anchor similarities."""
+    low, full, lede_agree = agreement
+    n_body = len(a.body) // (a.body_bits // 8)
     if a.body_bits != b.body_bits or a.body_bits == 8:
         # b-bit MinHash (a Redis record keeps 8 bits a value): equal by chance 1 time in 256.
-        agree = float(np.count_nonzero((ba & 0xFF) == (bb & 0xFF))) / len(ba) if len(ba) else 0.0
+        agree = float(low) / n_body if n_body else 0.0
         body = max(0.0, (agree - 1 / 256) / (1 - 1 / 256))
     else:
-        body = float(np.count_nonzero(ba == bb)) / len(ba) if len(ba) else 0.0
+        body = float(full) / n_body if n_body else 0.0
     na, nb = max(a.n_shingles, 1), max(b.n_shingles, 1)
     inter = body / (1.0 + body) * (na + nb)
     containment = min(1.0, inter / min(na, nb))
-    anchors = _bottom_k_jaccard(a.anchors, b.anchors)
-    la, lb = a.lede_array(), b.lede_array()
-    lede = float(np.count_nonzero(la == lb)) / len(la) if len(la) else 0.0
+    n_lede = len(a.lede) // 2
+    lede = float(lede_agree) / n_lede if n_lede else 0.0
     numbers_shared, numbers_union = _shared_and_union(a.numbers, b.numbers)
     return {
         "body": body,
         "containment": containment,
         "anchors": anchors,
         "lede": lede,
-        "title": _jaccard_sets(a.title, b.title),
+        "title": title,
         "anchor_containment": _containment(anchors, a.n_anchors, b.n_anchors),
         "numbers": numbers_shared / numbers_union if numbers_union else 0.0,
         "numbers_shared": float(numbers_shared),
@@ -333,10 +380,23 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
     The same-story decision is symmetric; the label and the paragraph lists read ``newer`` as the
     later delivery.
     """
-    t = thresholds
-    if older.digest != newer.digest and _surely_different(older, newer):
+    return _compare(older, newer, _agreement(older, newer), thresholds)
+
+
+def compare_many(olders: Sequence[Signature], newer: Signature,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Verdict]:
+    """``[compare(older, newer) for older in olders]`` (a story's candidates), with the vectors of
+    all the pairs compared at once."""
+    return [_compare(older, newer, agreement, thresholds)
+            for older, agreement in zip(olders, _agreements(olders, newer), strict=True)]
+
+
+def _compare(older: Signature, newer: Signature, agreement: tuple[int, int, int], t: Thresholds) -> Verdict:
+    title = _jaccard_sets(older.title, newer.title)
+    anchors = _bottom_k_jaccard(older.anchors, newer.anchors)
+    if older.digest != newer.digest and _surely_different(older, newer, agreement, title, anchors):
         return Verdict(False, "different", -100.0, 0.0, 0.0, 0.0, 0.0, 0.0, None)
-    f = features(older, newer)
+    f = _features(older, newer, agreement, title, anchors)
     hours = None
     if older.published_minute and newer.published_minute:
         hours = abs(older.published_minute - newer.published_minute) / 60.0
@@ -425,8 +485,10 @@ def compare(older: Signature, newer: Signature, thresholds: Thresholds = DEFAULT
     )
 
 
-def _surely_different(a: Signature, b: Signature) -> bool:
-    """A cheap first look that turns away most candidates (those sharing one band by chance).
+def _surely_different(a: Signature, b: Signature, agreement: tuple[int, int, int], title: float,
+                      anchors: float) -> bool:
+    """A cheap first look that turns away most candidates (those sharing one band by chance), from
+    the pair's :func:`_agreement`, headline and anchor similarities.
 
     At most one body MinHash value in common (an 8-bit value agrees by chance 1 time in 256, so one
     agreement is noise: body Jaccard about 0.01), no lede value in common, bodies within a factor of
@@ -435,15 +497,8 @@ def _surely_different(a: Signature, b: Signature) -> bool:
     share their numbers), and a flash needs its lede.
     """
     small, large = sorted((max(a.n_shingles, 1), max(b.n_shingles, 1)))
-    if large > 4 * small:
-        return False
-    if np.count_nonzero((a.body_array() & 0xFF) == (b.body_array() & 0xFF)) > 1:
-        return False
-    if np.count_nonzero(a.lede_array() == b.lede_array()):
-        return False
-    if _jaccard_sets(a.title, b.title) >= 0.3:
-        return False
-    return _bottom_k_jaccard(a.anchors, b.anchors) < 0.3
+    low, _full, lede = agreement
+    return large <= 4 * small and low <= 1 and not lede and title < 0.3 and anchors < 0.3
 
 
 def _is_flash(sig: Signature, t: Thresholds) -> bool:

@@ -58,7 +58,7 @@ from worker.neardup import (
     RebuildInProgress,
     Signature,
     Verdict,
-    compare,
+    compare_many,
     paragraph_diff,
     signature,
 )
@@ -188,13 +188,9 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
     # attempt added, its later items included, which are left out here as the first time.
     not_yet = {it.delivery_id for it in items}
     for it, sig, res in zip(items, sigs, found, strict=True):
-        same = []
-        for cand in res.candidates:
-            if cand.ref in not_yet:  # this item, or one after it
-                continue
-            verdict = compare(cand.signature, sig)
-            if verdict.same_story:
-                same.append((cand.ref, verdict))
+        earlier = [cand for cand in res.candidates if cand.ref not in not_yet]  # not this item or later
+        verdicts = compare_many([cand.signature for cand in earlier], sig)
+        same = [(cand.ref, v) for cand, v in zip(earlier, verdicts, strict=True) if v.same_story]
         if it.guid:
             # The agency says it is the same story (a flash and the full story share a guid).
             versions = set(queries.same_guid_deliveries(session, it.source, it.guid)) - not_yet
