@@ -301,13 +301,13 @@ def _agreement(a: Signature, b: Signature) -> tuple[int, int, int]:
 def _agreements(olders: Sequence[Signature], newer: Signature) -> list[tuple[int, int, int]]:
     """:func:`_agreement` of each older with ``newer``, for all of them with one numpy call each
     when their vectors have one shape (always, for the candidates of one index)."""
-    first = olders[0] if olders else None
     nb, nl = newer.body_array(), newer.lede_array()
-    if first is None or len(olders) < 2 or not len(nb) or not len(nl) or any(
-            o.body_bits != first.body_bits or len(o.body) != len(first.body) or len(o.lede) != len(newer.lede)
-            for o in olders) or len(first.body_array()) != len(nb):
-        return [_agreement(o, newer) for o in olders]
     k = len(olders)
+    first = olders[0] if k > 1 else None
+    if first is None or not len(nb) or not len(nl) or {
+            (o.body_bits, len(o.body), len(o.lede)) for o in olders
+    } != {(first.body_bits, len(nb) * first.body_bits // 8, len(newer.lede))}:
+        return [_agreement(o, newer) for o in olders]
     rows = np.frombuffer(b"".join(o.body for o in olders), dtype=first.body_dtype()).reshape(k, -1)
     low = np.count_nonzero((rows & 0xFF) == (nb & 0xFF), axis=1).tolist()
     full = (np.count_nonzero(rows == nb, axis=1).tolist() if first.body_bits == newer.body_bits == 16
