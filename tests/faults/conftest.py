@@ -378,6 +378,32 @@ def publish(env: Env, records: list[dict[str, Any]], *, run_id: str | None = Non
     return Run(env=env, run_id=run_id, ids=ids, started=started, publisher=publisher)
 
 
+def unfinished_report(env: Env, run: Run, limit: int = 30) -> str:
+    """Why ``run`` is not all committed: its deliveries without a row, the execution records of the
+    first ``limit`` of them, then what each live worker is doing (stacks and log tail)."""
+    from models import Delivery, Execution
+    from models.session import session_factory
+
+    ids = sorted(set(run.ids))
+    with session_factory(env.database_url)() as session:
+        done: set[str] = set()
+        for chunk in _chunked(ids, 5000):
+            done.update(session.scalars(select(Delivery.id).where(Delivery.id.in_(chunk))))
+        missing = [i for i in ids if i not in done]
+        rows = session.execute(
+            select(Execution.delivery_id, Execution.worker, Execution.pid, Execution.task_id,
+                   Execution.attempt, Execution.started_at, Execution.outcome)
+            .where(Execution.delivery_id.in_(missing[:limit]))
+            .order_by(Execution.delivery_id, Execution.started_at)
+        ).all()
+    lines = [f"{len(missing)} of {len(ids)} deliveries not committed; records of the first {limit}:"]
+    lines += [" ".join(str(v) for v in row) for row in rows]
+    for worker in env.workers:
+        if worker.alive():
+            lines.append(f"--- {worker.name} ---\n{worker.stuck_report()}")
+    return "\n".join(lines)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
