@@ -77,3 +77,16 @@ def test_blocking_or_not_the_marks_agree(redis_url, redis_prefix, admin, timeout
     marks.clear(ATTEMPT)
     assert marks.read(ATTEMPT) is None  # same connection: after the DEL
     assert admin.get(marks._key(ATTEMPT)) is None
+
+
+def test_the_set_command_is_encoded_as_redis_py_encodes_it(redis_url, redis_prefix) -> None:
+    marks = _marks(redis_url, redis_prefix, ttl=86400)
+    conn = marks.client.connection_pool.get_connection()
+    try:
+        for attempt, delivery_id in [(ATTEMPT, "01a21c1d-89d7-7009-b524-3e8183fe9366"),
+                                     (Attempt(task_id="té", attempt=12, worker="w", pid=1), "اخبار"),
+                                     (ATTEMPT, "")]:
+            expected = b"".join(conn.pack_command("SET", marks._key(attempt), delivery_id, "EX", 86400))
+            assert marks._set_command(attempt, delivery_id) == expected
+    finally:
+        marks.client.connection_pool.release(conn)
