@@ -849,7 +849,7 @@ def run_naive(
 
 def message_bytes(lines: list[bytes], redis_url: str) -> dict[str, float]:
     """Bytes per story the queue holds: Celery's default JSON (one message per story) against
-    akhbar's micro-batches (UTF-8 JSON + zlib), for the same deliveries, nothing consuming."""
+    akhbar's micro-batches (UTF-8 JSON + zstd), for the same deliveries, nothing consuming."""
     from celery import Celery
 
     from akhbar.settings import Settings

@@ -3,7 +3,7 @@
     uv run python -m bench.message_size [--articles 500]
 
 Publishes the same corpus articles twice to a private Redis prefix (once as Celery's default JSON
-message, once as akhbar's micro-batched UTF-8 JSON + zlib message), reads back the bytes Redis holds
+message, once as akhbar's micro-batched UTF-8 JSON + zstd message), reads back the bytes Redis holds
 for each queue entry, prints bytes per story and the ratio, and deletes its keys.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
         for item in items:
             naive.send_task("naive.ingest", kwargs=item.model_dump(mode="json"), queue="naive")
         naive_bytes = sum(len(m) for m in client.lrange(f"{prefix}-naive:naive", 0, -1))
-        # akhbar: UTF-8 JSON, zlib, micro-batches of batch_size.
+        # akhbar: UTF-8 JSON, zstd, micro-batches of batch_size.
         settings = Settings(redis_url=args.redis, redis_prefix=f"{prefix}-akhbar", publish_ledger=False)
         publisher = Publisher(settings)
         publisher.publish(items)
@@ -61,7 +61,7 @@ def main() -> None:
     n = len(items)
     print(f"{n} stories, {body_bytes / n:,.0f} bytes of UTF-8 title+body per story on average")
     print(f"Celery defaults (one message per story): {naive_bytes / n:,.0f} bytes per story in Redis")
-    print(f"akhbar (batches of {settings.batch_size}, UTF-8 JSON + zlib): "
+    print(f"akhbar (batches of {settings.batch_size}, UTF-8 JSON + zstd): "
           f"{ours_bytes / n:,.0f} bytes per story")
     print(f"ratio: {naive_bytes / ours_bytes:.1f}x smaller")
 

@@ -53,7 +53,7 @@ def test_embedded_worker_refuses_a_broker_app() -> None:
     app = create_app(Settings(database_url="sqlite://", redis_url=SecretStr("redis://127.0.0.1:6379/15")))
     with pytest.raises(ValueError), embedded_worker(app, ["akhbar.live"]):
         pass
-    assert app.conf.task_compression == "zlib"
+    assert app.conf.task_compression == "zstd"
 
 
 def test_the_embedded_worker_stops_at_once(tmp_path: Path) -> None:

@@ -6,14 +6,12 @@ import uuid
 
 from sqlalchemy import select, update
 
-from models.ledger import PublishedDelivery, record_published, unpack_message
+from models.ledger import PublishedDelivery, pack_message, record_published, unpack_message
 
 
 def _row(delivery_id: str, batch: str, run_id: str | None = "run-ledger") -> dict[str, object]:
-    import zlib
-
     return {"delivery_id": delivery_id, "run_id": run_id, "batch_id": batch, "queue": "akhbar.bulk",
-            "message": zlib.compress(f"message of {delivery_id} in {batch}".encode())}
+            "message": pack_message(f"message of {delivery_id} in {batch}".encode())}
 
 
 def _stored(session, ids: list[str]) -> dict[str, PublishedDelivery]:
@@ -65,3 +63,16 @@ def test_an_id_given_twice_counts_its_failed_attempts_once(db_session) -> None:
     assert (past[delivery].failed, past[delivery].errors, past[delivery].timeouts,
             past[delivery].unfinished) == (3, 1, 1, 1)
     assert past[delivery].last_kind == "unfinished"
+
+
+def test_rows_are_zstd_and_rows_written_before_in_zlib_still_read() -> None:
+    import zlib
+
+    import zstandard
+
+    message = ('{"delivery_id": "d", "record": {"body": "%s"}}' % ("قال المتحدث " * 100)).encode()
+    packed = pack_message(message)
+    assert zstandard.ZstdDecompressor().decompress(packed) == message
+    assert len(packed) < len(message) / 2
+    assert unpack_message(packed) == message
+    assert unpack_message(zlib.compress(message, 1)) == message
