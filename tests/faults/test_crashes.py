@@ -55,7 +55,7 @@ def test_1_baseline_two_workers_with_planted_duplicates(env: Env) -> None:
     expected = expected_hashes(records)
     env.start_workers(2)
     run = publish(env, records)
-    assert run.wait(900), f"committed {run.committed()} of {len(run.ids)}"
+    assert run.wait(900), unfinished_report(env, run)
     seconds = time.monotonic() - run.started
     figures = account(env, run.ids, "1 baseline", expected)
     figures.seconds = round(seconds, 2)
@@ -100,7 +100,7 @@ def test_2_sigkill_worker_three_times(env: Env) -> None:
             assert missed <= 5, "more than five kills caught no attempt"
         victim.start()
         started = utcnow()
-    assert run.wait(900), f"committed {run.committed()} of {total}"
+    assert run.wait(900), unfinished_report(env, run)
     figures = account(env, run.ids, "2 SIGKILL worker x3")
     for since, fault_at in kills:
         recoveries.append(recovery(env, fault_at, caught="unfinished", since=since, until=fault_at))
@@ -181,7 +181,7 @@ def test_3_sigkill_pool_child_while_it_runs_a_task(env: Env) -> None:
             lambda c=child: c.pid not in {p.pid for p in victim.children()} and len(victim.children()) >= 1,
             30,
         )
-    assert run.wait(180), f"committed {run.committed()} of {total}"
+    assert run.wait(180), unfinished_report(env, run)
     figures = account(env, run.ids, "3 SIGKILL pool child")
     figures.recovery_s = max(
         (r for since, at in faults if (r := recovery(env, at, caught="unfinished", since=since)) is not None),
@@ -214,7 +214,7 @@ def test_4_graceful_sigterm_under_load(env: Env) -> None:
     # What the stopped worker held is back on the queue: only the other worker's messages are
     # unacknowledged (concurrency 1, prefetch 1: at most 2).
     unacked = env.redis.admin().hlen("akhbar:unacked")
-    assert run.wait(180), f"committed {run.committed()} of {total}"
+    assert run.wait(180), unfinished_report(env, run)
     figures = account(env, run.ids, "4 graceful SIGTERM")
     figures.seconds = round(time.monotonic() - run.started, 2)
     figures.recovery_s = exit_s
@@ -241,7 +241,7 @@ def test_7_sigstop_past_visibility_timeout(env: Env) -> None:
     victim.signal_group(signal.SIGSTOP)
     time.sleep(VISIBILITY + 4)
     victim.signal_group(signal.SIGCONT)
-    assert run.wait(180), f"committed {run.committed()} of {total}"
+    assert run.wait(180), unfinished_report(env, run)
     figures = account(env, run.ids, "7 SIGSTOP past visibility timeout")
     figures.recovery_s = recovery(env, fault_at, caught="repeated")
     figures.seconds = round(time.monotonic() - run.started, 2)

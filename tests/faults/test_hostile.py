@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.faults.conftest import account, corpus, report, wait_committed, wait_for
+from tests.faults.conftest import account, corpus, report, unfinished_report, wait_committed, wait_for
 from tests.faults.harness import Env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -321,7 +321,7 @@ def test_11_serializer_injection(env: Env, tmp_path: Path) -> None:
     from tests.faults.conftest import publish
 
     run = publish(env, corpus(5, offset=6000))
-    assert run.wait(120)
+    assert run.wait(120), unfinished_report(env, run)
     assert wait_for(lambda: env.redis.admin().llen("akhbar:akhbar.bulk") == 0, 30)
     time.sleep(1)
     refused = [line for line in worker.log_lines() if line.get("event") == "message_refused"]

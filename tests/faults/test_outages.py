@@ -16,6 +16,7 @@ from tests.faults.conftest import (
     publish,
     recovery,
     report,
+    unfinished_report,
     utcnow,
     wait_for,
 )
@@ -55,7 +56,7 @@ def test_5_redis_killed_and_restarted_without_persistence(env: Env) -> None:
             env.redis.start()
             restarted = time.monotonic()
             restart_at = utcnow()
-            assert run.wait(240), f"committed {run.committed()} of {total}"
+            assert run.wait(240), unfinished_report(env, run)
         figures = account(env, run.ids, "5 Redis restart without persistence")
         figures.recovery_s = progress.resumed_after(restarted)
         figures.settle_s = recovery(env, restart_at, caught="republished")
@@ -85,7 +86,7 @@ def test_6_postgresql_stopped_for_20_seconds(env: Env) -> None:
         env.pg.start()
         started = time.monotonic()
         start_at = utcnow()
-        assert run.wait(240), f"committed {run.committed()} of {total}"
+        assert run.wait(240), unfinished_report(env, run)
     figures = account(env, run.ids, "6 PostgreSQL stopped 20 s")
     figures.recovery_s = progress.resumed_after(started)
     figures.settle_s = recovery(env, start_at, caught="retried")

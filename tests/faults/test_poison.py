@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     corpus,
     publish,
     report,
+    unfinished_report,
 )
 from tests.faults.harness import Env
 
@@ -131,7 +132,7 @@ def test_9_poison_deliveries_are_quarantined_within_three_attempts(env: Env) -> 
     with CpuMeter(env) as meter:
         env.start_workers(2, concurrency=2, AKHBAR_FAILPOINTS="poison", AKHBAR_DELIVERY_TIME_LIMIT="1.5")
         for run in (warm_run, *(r for r, _ in stretches)):
-            assert run.wait(900)
+            assert run.wait(900), unfinished_report(env, run)
         seconds = time.monotonic() - started
         time.sleep(0.3)
     committed = _commit_times(env, clean_ids + run_ids)
