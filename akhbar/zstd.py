@@ -28,15 +28,12 @@ LEVEL = 3
 _local = threading.local()
 
 
-def compress(data: bytes, level: int = LEVEL) -> bytes:
-    """One zstd frame holding ``data``, with its content size."""
-    compressors = getattr(_local, "compressors", None)
-    if compressors is None:
-        compressors = _local.compressors = {}
-    cctx = compressors.get(level)
+def compress(data: bytes) -> bytes:
+    """One zstd frame holding ``data`` (at :data:`LEVEL`), with its content size."""
+    cctx = getattr(_local, "compressor", None)
     if cctx is None:
-        cctx = compressors[level] = zstandard.ZstdCompressor(level=level)
-    return bytes(cctx.compress(data))
+        cctx = _local.compressor = zstandard.ZstdCompressor(level=LEVEL)
+    return cctx.compress(data)
 
 
 def decompress(data: bytes) -> bytes:
@@ -46,10 +43,10 @@ def decompress(data: bytes) -> bytes:
     if dctx is None:
         dctx = _local.decompressor = zstandard.ZstdDecompressor()
     try:
-        return bytes(dctx.decompress(data))
+        return dctx.decompress(data)
     except zstandard.ZstdError:
         # No content size in the frame: decompress it as a stream.
-        return bytes(dctx.decompressobj().decompress(data))
+        return dctx.decompressobj().decompress(data)
 
 
 def is_zstd(data: bytes) -> bool:

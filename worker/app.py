@@ -8,8 +8,6 @@ holds back as little as possible. https://docs.celeryq.dev/en/stable/userguide/c
 
 from __future__ import annotations
 
-import zlib
-
 import orjson
 from celery import Celery
 from kombu import Exchange, Queue, compression
@@ -38,17 +36,9 @@ register(SERIALIZER, _dumps, _loads, content_type="application/json", content_en
 # producer CPU and 957 bytes a story, where zlib at level 4 took 66 us for 1,052 bytes and a
 # worker's decompression 14 us instead of 3.4. kombu registers zstd only on Python 3.14 (or
 # with backports.zstd); this registration uses python-zstandard, same content type and frames.
+# zlib bodies (the format before zstd) are still decoded, by kombu's own zlib codec: messages
+# queued by an older producer are read after an upgrade. Producers send zstd only.
 compression.register(zstd.compress, zstd.decompress, zstd.CONTENT_TYPE, aliases=zstd.ALIASES)
-# zlib bodies (the format before zstd, at level 4) are still decoded: messages queued by an older
-# producer are read after an upgrade. Producers send zstd only.
-ZLIB_LEVEL = 4
-
-
-def _zlib_compress(body: bytes) -> bytes:
-    return zlib.compress(body, ZLIB_LEVEL)
-
-
-compression.register(_zlib_compress, zlib.decompress, "application/x-gzip", aliases=["gzip", "zlib"])
 
 
 def create_app(settings: Settings | None = None) -> Celery:

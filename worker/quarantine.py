@@ -382,12 +382,11 @@ class RunningMarks:
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
         try:
+            data = packed if packed is not None else b"".join(self._conn.pack_command(*args))
             sock = self._raw_socket()
             if sock is None:
-                command = [packed] if packed is not None else self._conn.pack_command(*args)
-                self._conn.send_packed_command(command, check_health=False)
+                self._conn.send_packed_command([data], check_health=False)
             else:
-                data = packed if packed is not None else b"".join(self._conn.pack_command(*args))
                 try:
                     sent = os.write(self._fd, data)
                 except BlockingIOError:
