@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -153,3 +154,15 @@ def committed(migrated_pg: str) -> Iterator[tuple[object, str]]:
         s.execute(delete(Fingerprint).where(Fingerprint.story_id.in_(ids)))
         s.execute(delete(StoryVersion).where(StoryVersion.story_id.in_(ids)))
         s.execute(delete(Story).where(Story.id.in_(ids)))
+
+
+def expected_enrichment(msg: Any) -> dict[str, Any]:
+    """The enrichment of the story whose text ``msg`` holds, computed directly."""
+    from worker.stages import enrich as enrich_stage
+    from worker.stages import normalize as normalize_stage
+
+    record = msg.record
+    norm = normalize_stage.normalize(title=record.title, body=record.body, format=record.format)
+    return enrich_stage.enrich(title=record.title, body=record.body, paragraphs=norm.paragraphs,
+                               match_title=norm.match_title, match_body=norm.match_body,
+                               published_at=record.published_at, language_hint=record.language)

@@ -22,7 +22,8 @@ from bench import corpus_variants as cv
 from models import Delivery as DeliveryRow
 from models import Fingerprint, SourceKey, Story, StoryVersion
 from models.queries import iter_export, story_versions
-from tests.conftest import read_corpus
+from tests.conftest import expected_enrichment, read_corpus
+from worker.enrichment import ENRICHMENT_VERSION
 from worker.messages import Delivery, DeliveryMessage, IngestBatch, new_delivery_id
 from worker.neardup import NearDupIndex, Signature, compare, signature
 from worker.pipeline import process_batch, process_one
@@ -93,8 +94,11 @@ def _check_one_story(session, story_id: int, msgs: list[DeliveryMessage],
     assert {r.version for r in rows} <= {v.version for v in versions}
     assert story.canonical_delivery_id == canonical.delivery_id
     assert story.published_at.replace(tzinfo=UTC) == canonical.record.published_at
-    # the story reads as its latest version
+    # the story reads as its latest version, enriched from that version's delivery
     assert (story.title, story.body) == (versions[-1].title, versions[-1].body)
+    holder = next(m for m in msgs if m.delivery_id == versions[-1].delivery_id)
+    assert story.enrichment_version == ENRICHMENT_VERSION
+    assert story.enrichment == expected_enrichment(holder)
     sources = {(m.record.source, m.record.id) for m in msgs}
     keys = session.execute(select(SourceKey.source, SourceKey.source_id, SourceKey.story_id)).all()
     assert {(s, i) for s, i, st in keys if (s, i) in sources and st == story_id} == sources
