@@ -303,36 +303,6 @@ def _create_stories_pg(conn: Connection, stories: list[dict[str, Any]]) -> dict[
     return ids
 
 
-# The enrichment version of a story created before its enrichment is known (an empty enrichment):
-# :func:`set_enrichments` replaces it in the same transaction. Any other version than the current
-# one is what ``akhbar replay --from-db`` selects, so a row left so would be re-enriched.
-PENDING_ENRICHMENT = "pending"
-
-
-def set_enrichments(session: Session, stories: Sequence[tuple[int, dict[str, Any], str | None]],
-                    version: str) -> None:
-    """Fill in (story id, enrichment, language) of stories this transaction created with
-    :data:`PENDING_ENRICHMENT`, and their enrichment version; one UPDATE on PostgreSQL."""
-    if not stories:
-        return
-    conn = _connection(session)
-    rows = sorted(stories, key=lambda row: row[0])
-    if conn.dialect.name == "postgresql":
-        serializer = getattr(conn.dialect, "_json_serializer", None)
-        assert serializer is not None
-        conn.exec_driver_sql(
-            "UPDATE stories SET enrichment = CAST(u.e AS jsonb), language = u.l, enrichment_version = %(v)s"
-            " FROM unnest(%(id)b::int[], %(e)b::text[], %(l)b::varchar[]) AS u(id, e, l)"
-            " WHERE stories.id = u.id",
-            {"id": [r[0] for r in rows], "e": [serializer(r[1]) for r in rows], "l": [r[2] for r in rows],
-             "v": version})
-        return
-    stmt = (update(_STORY).where(_STORY.c.id == bindparam("b_id"))
-            .values(enrichment=bindparam("b_enrichment"), language=bindparam("b_language"),
-                    enrichment_version=version))
-    conn.execute(stmt, [{"b_id": i, "b_enrichment": e, "b_language": lang} for i, e, lang in rows])
-
-
 def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int | None, int]],
                      fingerprints: list[tuple[str, int, int]]) -> None:
     """Point claimed keys at their stories: (source, source_id, story_id, version) and

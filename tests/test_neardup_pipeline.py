@@ -151,43 +151,7 @@ def test_export_rows_keep_the_contract_keys(db_session, index, articles) -> None
     assert exported["enrichment"]  # the story's, shared by its near-duplicates
 
 
-def test_in_a_batch_only_the_stories_kept_are_enriched(db_session, index, articles, monkeypatch) -> None:
-    import worker.pipeline as pipeline
-    from worker.stages import enrich as enrich_stage
-
-    paragraphs = cv._paras(articles[1]["body"])
-    base = _msg("spa", "h-1", articles[2]["title"], cv._paras(articles[2]["body"]), T0)
-    short = _msg("spa", "h-2", articles[1]["title"], paragraphs[:-2], T0)
-    reprint = _reprint(articles[2])
-    full = _msg("spa", "h-3", articles[1]["title"], paragraphs, T0 + timedelta(minutes=30))
-    enriched: list[str] = []
-    real = pipeline.enrich_stage.enrich
-
-    def counted(**kwargs):
-        enriched.append(kwargs["body"])
-        return real(**kwargs)
-
-    monkeypatch.setattr(pipeline.enrich_stage, "enrich", counted)
-    with capture_logs() as logs:
-        outcomes = process_batch(db_session, IngestBatch(deliveries=[base, short, reprint, full]),
-                                 neardup_index=index)
-    assert [o.status for o in outcomes] == ["new", "new", "near_duplicate", "update"]
-    # the reprint folded into the story is never enriched; the update is: its text is the story's now
-    assert sorted(enriched) == sorted(m.record.body for m in (base, short, full))
-    stages = {(e["delivery_id"], e["stage"]) for e in logs if e["event"] == "stage_completed"}
-    assert (reprint.delivery_id, "enrich") not in stages
-    assert {(m.delivery_id, "enrich") for m in (base, short, full)} <= stages
-    monkeypatch.setattr(pipeline.enrich_stage, "enrich", real)
-    for story_id, holder in ((outcomes[0].story_id, base), (outcomes[1].story_id, full)):
-        story = db_session.get(Story, story_id)
-        db_session.refresh(story)
-        assert story.body == holder.record.body
-        assert story.enrichment_version == enrich_stage.ENRICHMENT_VERSION
-        assert story.enrichment == expected_enrichment(holder)
-        assert story.language == story.enrichment["language"]
-
-
-def test_a_kept_story_whose_enrichment_fails_is_rejected_alone(db_session, index, articles,
+def test_in_a_batch_a_story_whose_enrichment_fails_is_rejected_alone(db_session, index, articles,
                                                                monkeypatch) -> None:
     import worker.pipeline as pipeline
 

@@ -11,9 +11,7 @@ nothing twice. Transient database errors propagate, and the whole batch is retri
 Speed: the stages' CPU work runs per delivery, but the batch's database work is a handful of
 statements (one SELECT for every key holder, one ``INSERT ... ON CONFLICT`` per key table, one
 INSERT each for stories, versions and deliveries), not several statements and a SAVEPOINT per
-delivery. In a batch with a near-duplicate index, a new story is enriched once the near-duplicate
-step keeps it (one UPDATE for the batch's kept stories): a reprint folded into a stored story costs
-no enrichment. A batch that lost a race to a concurrent batch (a key or a redelivery it recorded first)
+delivery. A batch that lost a race to a concurrent batch (a key or a redelivery it recorded first)
 is written that way again, seeing the winner's rows from the start; when a batch cannot be written
 that way, it is run one delivery at a time, each in its own SAVEPOINT (:func:`process_one`), with
 the same outcomes.
@@ -26,7 +24,6 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -518,28 +515,25 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     new = _classify(live, by_key, by_hash)
     dedup_s = time.perf_counter() - started
 
-    def enrich(it: _Item) -> None:
-        record, norm = it.msg.record, it.norm
-        assert record is not None and norm is not None
-        if it.work is not None:
-            it.enrichment = it.work.enrichment
-            it.outcome.stage_ms["enrich"] = it.work.ms[1]
-            return
-        it.enrichment = _timed(
-            it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
-            paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
-            published_at=record.published_at, language_hint=record.language)
-
     # 3. enrich the new stories, per delivery; one that fails leaves the batch, and the keys it
-    # would have claimed go to the next delivery holding them, as in one-by-one processing. With a
-    # near-duplicate index, a story computed here rather than ahead is enriched once the
-    # near-duplicate step has decided to keep it (5b): a reprint folded into a stored story is
-    # never enriched, and the row it created and the fold deletes is written without enrichment.
-    deferred = neardup_index is not None
+    # would have claimed go to the next delivery holding them, as in one-by-one processing
     while True:
         for it in new:
-            if it.enrichment is None and it.live and not (deferred and it.work is None):
-                step(it, "enrich", partial(enrich, it))
+            if it.enrichment is None and it.live:
+                record = it.msg.record
+                assert record is not None and it.norm is not None
+
+                def enrich(it: _Item = it, record: Delivery = record, norm: Any = it.norm) -> None:
+                    if it.work is not None:
+                        it.enrichment = it.work.enrichment
+                        it.outcome.stage_ms["enrich"] = it.work.ms[1]
+                        return
+                    it.enrichment = _timed(
+                        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
+                        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
+                        published_at=record.published_at, language_hint=record.language)
+
+                step(it, "enrich", enrich)
         if all(it.live for it in new):
             break
         live = [it for it in live if it.live]
@@ -625,26 +619,7 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     # 5b. near-duplicates: a new story may be the same story as a stored one (or an earlier one of
     # the batch); it is then folded into that story, and the stories it links are merged
     folded: dict[int, int] = {}
-    pending = {it.msg.delivery_id: it for it in new if it.enrichment is None}
-
-    def enrich_kept(kept: list[str]) -> None:
-        """The stories the near-duplicate step keeps get their enrichment, before it writes them."""
-        todo = [pending.pop(d) for d in kept if d in pending]
-        for it in todo:
-            step(it, "enrich", partial(enrich, it))
-        if not all(it.live for it in todo):
-            # Its story, keys and delivery row are written: the batch runs one delivery at a time,
-            # where a delivery whose enrichment fails is rejected before anything of it is written.
-            raise _OneByOne("a kept story's enrichment failed")
-        queries.set_enrichments(session, [(story_ids[it.msg.delivery_id], it.enrichment or {},
-                                           (it.enrichment or {}).get("language") or _language_hint(it))
-                                          for it in todo], enrich_stage.ENRICHMENT_VERSION)
-
-    neardup = neardup_stage.apply(session, neardup_index, near_items, moved=folded, signed_ms=signed_ms,
-                                  prepare=enrich_kept)
-    left = [d for d in pending if d not in neardup or neardup[d].status != "near_duplicate"]
-    if left:  # every story kept passes through enrich_kept: this is a defect, not an input's fault
-        raise _OneByOne(f"{len(left)} kept stories were not enriched")
+    neardup = neardup_stage.apply(session, neardup_index, near_items, moved=folded, signed_ms=signed_ms)
     for it in new:
         decision = neardup.get(it.msg.delivery_id)
         if decision is None or decision.status == "new":
@@ -682,9 +657,8 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
                  duration_ms=dedup_ms, story_id=story_id if it.duplicate else None, batch=len(live),
                  **context)
         if not it.duplicate:
-            if "enrich" in it.outcome.stage_ms:  # not a reprint folded before its enrichment
-                log.info("stage_completed", stage="enrich", outcome="ok",
-                         duration_ms=it.outcome.stage_ms["enrich"], story_id=None, **context)
+            log.info("stage_completed", stage="enrich", outcome="ok",
+                     duration_ms=it.outcome.stage_ms["enrich"], story_id=None, **context)
             decision = neardup.get(it.msg.delivery_id)
             if decision is not None:
                 it.outcome.stage_ms["neardup"] = decision.duration_ms
@@ -707,25 +681,16 @@ def _claimed_story(it: _Item) -> tuple[int | None, int]:
     return it.outcome.story_id, 1
 
 
-def _language_hint(it: _Item) -> str | None:
-    return it.msg.record.language if it.msg.record is not None else None
-
-
 def _story_values(it: _Item) -> dict[str, Any]:
-    """A new story's row; without its enrichment yet (see step 3 of :func:`_process_together`),
-    an empty one marked :data:`models.ingest.PENDING_ENRICHMENT`."""
     record, norm, enrichment = it.msg.record, it.norm, it.enrichment
-    assert record is not None and norm is not None
-    version = enrich_stage.ENRICHMENT_VERSION
-    if enrichment is None:
-        enrichment, version = {}, queries.PENDING_ENRICHMENT
+    assert record is not None and norm is not None and enrichment is not None
     return dict(
         canonical_delivery_id=it.msg.delivery_id, source=record.source, source_id=record.id,
         title=record.title, body=record.body, paragraphs=norm.paragraphs,
         normalized_title=norm.match_title, normalized_body=norm.match_body,
         content_hash=norm.content_hash, url=record.url, published_at=record.published_at,
         language=enrichment.get("language") or record.language, enrichment=enrichment,
-        enrichment_version=version, pipeline_version=PIPELINE_VERSION,
+        enrichment_version=enrich_stage.ENRICHMENT_VERSION, pipeline_version=PIPELINE_VERSION,
     )
 
 

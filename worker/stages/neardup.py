@@ -42,7 +42,7 @@ whatever the text). Without an index the stage is skipped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -152,8 +152,7 @@ def sign(it: Item) -> Signature:
 
 
 def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
-          moved: dict[int, int] | None = None, signed_ms: float = 0.0,
-          prepare: Callable[[list[str]], None] | None = None) -> dict[str, Decision]:
+          moved: dict[int, int] | None = None, signed_ms: float = 0.0) -> dict[str, Decision]:
     """Decide each item (in order) against the stored stories; returns decisions by delivery id.
 
     Items decided ``near_duplicate`` or ``update`` have been folded into the matched story, and
@@ -163,11 +162,6 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
     other deliveries (exact duplicates of them) at it. Signatures the caller computed (and wrote
     with the deliveries, ``signature_stored``) are not computed or stored again; ``signed_ms`` is
     the time that took, shared among the items' durations.
-    ``prepare``, when given, is called with the delivery ids of the items decided ``new`` or
-    ``update`` (the items whose story row stays, or whose text the matched story takes) before
-    anything is written that copies their story rows, and at the latest before this returns: the
-    caller fills in what those rows still lack (their enrichment). An item decided
-    ``near_duplicate`` is never passed: its story row is deleted by its fold.
     Raises :class:`IndexUnavailable` when the index is lost or being rebuilt (the batch is retried).
     """
     if index is None or not items:
@@ -204,16 +198,15 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
             same += [(ref, SAME_GUID) for ref in sorted(versions)]
         not_yet.discard(it.delivery_id)
         matches.append(same)
-    batch = _Batch(session, items, prepare)
+    batch = _Batch(session, items)
     batch.load({ref for same in matches for ref, _ in same})
     shared_ms = ((time.perf_counter() - started) * 1000 + signed_ms) / len(items)
 
     decisions: dict[str, Decision] = {}
     for it, sig, same in zip(items, sigs, matches, strict=True):
-        t0, prepared = time.perf_counter(), batch.prepare_s
+        t0 = time.perf_counter()
         decision = batch.decide(it, sig, same)
-        own_s = time.perf_counter() - t0 - (batch.prepare_s - prepared)  # not the kept items' preparation
-        decision.duration_ms = round(shared_ms + own_s * 1000, 3)
+        decision.duration_ms = round(shared_ms + (time.perf_counter() - t0) * 1000, 3)
         decisions[it.delivery_id] = decision
     batch.flush()
     for delivery_id, decision in decisions.items():
@@ -265,12 +258,8 @@ class _Batch:
     """The stories one batch's items join, in memory; written at the end (:meth:`flush`), or
     before a merge, which works on the database's rows."""
 
-    def __init__(self, session: Session, items: Sequence[Item],
-                 prepare: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(self, session: Session, items: Sequence[Item]) -> None:
         self.session = session
-        self.prepare = prepare
-        self.kept: list[str] = []  # items decided new or update since the last preparation
-        self.prepare_s = 0.0
         self.story_of: dict[str, int] = {it.delivery_id: it.story_id for it in items}
         self.stories: dict[int, queries.StoryState] = {
             it.story_id: queries.StoryState(it.story_id, 1, it.published_at, it.delivery_id) for it in items}
@@ -312,7 +301,6 @@ class _Batch:
         found = [(ref, v, self.find(self.story_of[ref])) for ref, v in same if ref in self.story_of]
         found = [m for m in found if m[2] != own]
         if not found:
-            self.kept.append(it.delivery_id)
             return Decision("new", own, 1)
         story_ids = {s for _, _, s in found}
         target = min(story_ids, key=lambda s: self.stories[s].canonical_key())
@@ -334,8 +322,6 @@ class _Batch:
             self.changed[target] = change
             self.latest[target] = self.latest[own]
         status = "update" if changes is not None else "near_duplicate"
-        if changes is not None:
-            self.kept.append(it.delivery_id)
         self.folds.append(queries.Fold(it.delivery_id, it.story_id, target, state.version, status, ref,
                                        changes))
         self.redirect[own] = target
@@ -377,10 +363,5 @@ class _Batch:
             self.redirect[sid] = target
 
     def flush(self) -> None:
-        if self.kept and self.prepare is not None:
-            started = time.perf_counter()
-            self.prepare(self.kept)
-            self.prepare_s += time.perf_counter() - started
-        self.kept = []
         queries.apply_folds(self.session, self.folds, self.changed)
         self.folds, self.changed = [], {}
