@@ -539,6 +539,21 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         live = [it for it in live if it.live]
         new = _classify(live, by_key, by_hash)
 
+    # 3b. the new stories' near-duplicate signatures, before the batch claims a key: a concurrent
+    # batch that needs a key this one claims waits for this transaction's commit, so the CPU work
+    # goes first (their story ids are filled in once the stories exist)
+    signing = time.perf_counter()
+    near_by_id: dict[str, neardup_stage.Item] = {}
+    signatures: dict[str, bytes] = {}
+    if neardup_index is not None:
+        for it in new:
+            if it.norm is not None:
+                near = _neardup_item(it.msg, it.norm, 0, it.work.signature if it.work else None)
+                signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
+                near.signature_stored = True
+                near_by_id[near.delivery_id] = near
+    signed_ms = (time.perf_counter() - signing) * 1000
+
     # 4. the new stories, then the keys claimed already pointing at the stories they end in (no
     # UPDATE of the key rows just inserted); a key a concurrent batch won meanwhile makes this
     # delivery its duplicate, and the story it had created is deleted again
@@ -600,20 +615,18 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         it.outcome.status, it.outcome.story_id, it.outcome.duplicate_of = "duplicate", story_id, duplicate_of
     # The new stories' near-duplicate signatures go in with their deliveries' rows (the index is
     # rebuilt from them), not in an UPDATE of the rows just inserted.
-    signing = time.perf_counter()
-    near_items = [] if neardup_index is None else [
-        _neardup_item(it.msg, it.norm, it.outcome.story_id, it.work.signature if it.work else None)
-        for it in new if it.norm is not None and it.outcome.story_id is not None]
-    signatures: dict[str, bytes] = {}
-    for near in near_items:
-        signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
-        near.signature_stored = True
-    signed_ms = (time.perf_counter() - signing) * 1000
-    rows = [_delivery_values(it, signatures.get(it.msg.delivery_id)) for it in items if not it.charged]
+    near_items: list[neardup_stage.Item] = []
+    for it in new:
+        near_item = near_by_id.get(it.msg.delivery_id)
+        if near_item is not None and it.outcome.story_id is not None:
+            near_item.story_id = it.outcome.story_id
+            near_items.append(near_item)
+    signed = {near.delivery_id: signatures[near.delivery_id] for near in near_items}
+    rows = [_delivery_values(it, signed.get(it.msg.delivery_id)) for it in items if not it.charged]
     stored = queries.insert_deliveries(session, rows)
     if len(stored) != len(rows):
         raise _OneByOne("a delivery of the batch was recorded meanwhile", again=True)
-    persist_s += time.perf_counter() - started - signed_ms / 1000
+    persist_s += time.perf_counter() - started
     persist_ms = round(persist_s * 1000 / max(len(rows), 1), 3)
 
     # 5b. near-duplicates: a new story may be the same story as a stored one (or an earlier one of
