@@ -12,7 +12,10 @@ them (``akhbar worker --concurrency N``):
 2. measures the bytes per story the queue holds, Celery's default JSON (one message per story)
    against akhbar's micro-batches;
 3. **naive baseline** (:mod:`bench.naive`) on the first ``--naive-deliveries`` of the same
-   deliveries: one message per story, two prefork processes, its own tables;
+   deliveries: one message per story, two prefork processes, its own tables; run again after the
+   throughput scenario (unless ``--no-naive-after``), and the ratio is akhbar's stories/s over the
+   baseline's two runs together (all their stories over all their time), so that the machine's
+   drift during the benchmark does not fall on one side only;
 4. **throughput**: the producer parses and publishes every delivery as fast as it can (as
    ``akhbar replay`` does) while ``--workers`` processes consume; stories/s is deliveries over the
    time from the first publish to the last commit;
@@ -727,8 +730,16 @@ def paced_publish(
 # naive scenario
 
 
+def naive_rate(before: RunResult | None, after: RunResult | None) -> float | None:
+    """The baseline's stories/s over its runs together: all their stories over all their time."""
+    runs = [r for r in (before, after) if r is not None]
+    if not runs:
+        return None
+    return round(sum(r.committed for r in runs) / sum(r.seconds for r in runs), 1)
+
+
 def run_naive(
-    lines: list[bytes], *, redis_url: str, admin_url: str, logs: Path, workers: int = 2
+    lines: list[bytes], *, redis_url: str, admin_url: str, logs: Path, workers: int = 2, label: str = "naive"
 ) -> RunResult:
     """The naive baseline on ``lines`` (rejections are left out: it only handles valid records)."""
     from celery import Celery
@@ -747,7 +758,7 @@ def run_naive(
     with fresh_database("naive", admin_url) as url, private_prefix(client, "naive") as prefix:
         engine = create_engine(normalize_url(url))
         NaiveBase.metadata.create_all(engine)
-        log_path = logs / "naive.log"
+        log_path = logs / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}.log"
         pool = Workers(
             [
                 "-m",
@@ -801,12 +812,13 @@ def run_naive(
             worker_cpu = pool.cpu_seconds()
             producer_cpu = time.process_time()
             servers = server_cpu_seconds()
-            progress(f"naive: publishing {len(records)} deliveries, one message each, to {workers} processes")
+            progress(f"{label}: publishing {len(records)} deliveries, one message each,"
+                     f" to {workers} processes")
             started = time.time()
             for item in records:
                 send(item, new_delivery_id())
             producer_cpu = time.process_time() - producer_cpu
-            Progress(lambda: count() - len(warm), pool, len(records), "naive").wait()
+            Progress(lambda: count() - len(warm), pool, len(records), label).wait()
             worker_cpu = pool.cpu_seconds() - worker_cpu
             server_cpu = _server_ms_per_story(servers, len(records))
             with Session(engine) as s:
@@ -839,7 +851,7 @@ def run_naive(
             producer_cpu_ms_per_story=round(1000 * producer_cpu / max(len(rows), 1), 3),
             server_cpu_ms_per_story=server_cpu,
         )
-        progress(f"naive: {result.stories_per_second} stories/s over {len(rows)} deliveries")
+        progress(f"{label}: {result.stories_per_second} stories/s over {len(rows)} deliveries")
         return result
 
 
@@ -925,6 +937,10 @@ class Options:
     deliveries: int = 20_000
     workers: int = 2
     naive_deliveries: int = 3_000
+    # The baseline runs once before and once after akhbar's main run, and the ratio is taken
+    # against both together: the machine's speed drifts during a run, and a baseline measured on
+    # one side of it only carries that drift into the ratio.
+    naive_after: bool = True
     rate: float | None = None  # None: 1,500/s, or half the measured throughput if that is lower
     scaling: bool = True
     latency: bool = True
@@ -976,6 +992,13 @@ def run(opts: Options) -> dict[str, Any]:
         label="throughput",
         pg_settings=opts.pg_settings,
     )
+    naive_after = None
+    if naive is not None and opts.naive_after:
+        naive_after = run_naive(
+            lines[: opts.naive_deliveries], redis_url=opts.redis_url, admin_url=opts.admin_url, logs=logs,
+            label="naive (after)",
+        )
+    baseline = naive_rate(naive, naive_after)
     scaling = None
     if opts.scaling and opts.workers != 1:
         scaling = run_akhbar(
@@ -1011,7 +1034,8 @@ def run(opts: Options) -> dict[str, Any]:
     out.update(
         {
             "stories_per_second": main.stories_per_second,
-            "ratio_vs_naive": round(main.stories_per_second / naive.stories_per_second, 2) if naive else None,
+            "ratio_vs_naive": round(main.stories_per_second / baseline, 2) if baseline else None,
+            "naive_stories_per_second": baseline,
             "p50_ms": latency.get("p50"),
             "p95_ms": latency.get("p95"),
             "p99_ms": latency.get("p99"),
@@ -1020,6 +1044,7 @@ def run(opts: Options) -> dict[str, Any]:
             "stage_median_ms": main.stage_median_ms,
             "throughput": main.as_dict(),
             "naive": naive.as_dict() if naive else None,
+            "naive_after": naive_after.as_dict() if naive_after else None,
             "scaling": {
                 "one_worker": scaling.stories_per_second,
                 "two_workers": main.stories_per_second,
@@ -1038,6 +1063,14 @@ def run(opts: Options) -> dict[str, Any]:
     return out
 
 
+def _naive_rates(result: dict[str, Any]) -> str:
+    naive, after = result["naive"], result.get("naive_after")
+    if not after:
+        return f"{naive['stories_per_second']:,.0f} ({naive['published']} deliveries)"
+    return (f"{result['naive_stories_per_second']:,.0f} ({naive['published']} deliveries before and after:"
+            f" {naive['stories_per_second']:,.0f} / {after['stories_per_second']:,.0f})")
+
+
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1052,7 +1085,7 @@ def print_table(result: dict[str, Any]) -> None:
     table.add_row(
         "stories/s end to end",
         f"{main['stories_per_second']:,.0f}",
-        f"{naive['stories_per_second']:,.0f} ({naive['published']} deliveries)" if naive else "-",
+        _naive_rates(result) if naive else "-",
     )
     table.add_row("ratio vs naive", f"{result['ratio_vs_naive']}x" if result["ratio_vs_naive"] else "-", "1x")
     if result["scaling"]:
@@ -1149,6 +1182,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="deliveries/s for the latency run (default 1,500, or half the measured rate if lower)",
     )
+    parser.add_argument(
+        "--no-naive-after", action="store_true",
+        help="run the baseline before akhbar's main run only, not after it too",
+    )
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-embedded", action="store_true")
@@ -1170,6 +1207,7 @@ def main(argv: list[str] | None = None) -> None:
             deliveries=args.deliveries,
             workers=args.workers,
             naive_deliveries=args.naive_deliveries,
+            naive_after=not args.no_naive_after,
             rate=args.rate,
             scaling=not args.no_scaling,
             latency=not args.no_latency,
