@@ -758,7 +758,7 @@ def run_naive(
     with fresh_database("naive", admin_url) as url, private_prefix(client, "naive") as prefix:
         engine = create_engine(normalize_url(url))
         NaiveBase.metadata.create_all(engine)
-        log_path = logs / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}.log"
+        log_path = logs / f"{label}.log"
         pool = Workers(
             [
                 "-m",
@@ -996,7 +996,7 @@ def run(opts: Options) -> dict[str, Any]:
     if naive is not None and opts.naive_after:
         naive_after = run_naive(
             lines[: opts.naive_deliveries], redis_url=opts.redis_url, admin_url=opts.admin_url, logs=logs,
-            label="naive (after)",
+            label="naive-after",
         )
     baseline = naive_rate(naive, naive_after)
     scaling = None

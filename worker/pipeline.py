@@ -543,15 +543,13 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     # batch that needs a key this one claims waits for this transaction's commit, so the CPU work
     # goes first (their story ids are filled in once the stories exist)
     signing = time.perf_counter()
-    near_by_id: dict[str, neardup_stage.Item] = {}
-    signatures: dict[str, bytes] = {}
+    signed: dict[str, tuple[neardup_stage.Item, bytes]] = {}
     if neardup_index is not None:
         for it in new:
             if it.norm is not None:
                 near = _neardup_item(it.msg, it.norm, 0, it.work.signature if it.work else None)
-                signatures[near.delivery_id] = neardup_stage.sign(near).to_bytes()
                 near.signature_stored = True
-                near_by_id[near.delivery_id] = near
+                signed[near.delivery_id] = (near, neardup_stage.sign(near).to_bytes())
     signed_ms = (time.perf_counter() - signing) * 1000
 
     # 4. the new stories, then the keys claimed already pointing at the stories they end in (no
@@ -615,14 +613,16 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         it.outcome.status, it.outcome.story_id, it.outcome.duplicate_of = "duplicate", story_id, duplicate_of
     # The new stories' near-duplicate signatures go in with their deliveries' rows (the index is
     # rebuilt from them), not in an UPDATE of the rows just inserted.
+    # (only the deliveries still new: one that lost a key claim stores no signature)
+    signatures: dict[str, bytes] = {}
     near_items: list[neardup_stage.Item] = []
     for it in new:
-        near_item = near_by_id.get(it.msg.delivery_id)
-        if near_item is not None and it.outcome.story_id is not None:
-            near_item.story_id = it.outcome.story_id
-            near_items.append(near_item)
-    signed = {near.delivery_id: signatures[near.delivery_id] for near in near_items}
-    rows = [_delivery_values(it, signed.get(it.msg.delivery_id)) for it in items if not it.charged]
+        if it.msg.delivery_id in signed and it.outcome.story_id is not None:
+            near, signature = signed[it.msg.delivery_id]
+            near.story_id = it.outcome.story_id
+            near_items.append(near)
+            signatures[near.delivery_id] = signature
+    rows = [_delivery_values(it, signatures.get(it.msg.delivery_id)) for it in items if not it.charged]
     stored = queries.insert_deliveries(session, rows)
     if len(stored) != len(rows):
         raise _OneByOne("a delivery of the batch was recorded meanwhile", again=True)
