@@ -137,3 +137,39 @@ def test_without_marks_every_delivery_of_the_lost_attempt_is_a_suspect(module_pg
     assert sorted(d.delivery_id for d in plan.suspects) == sorted(ids)
     result = again.run()  # type: ignore[attr-defined]
     assert len(result.outcomes) == len(ids) and not result.deferred
+
+
+def test_a_batch_logs_its_stage_lines_once_it_has_committed(module_pg: str, monkeypatch) -> None:
+    """Each ``stage_completed`` line of a batch is written after its transaction committed: a reader
+    of the log who looks the delivery up finds it stored, and nothing is logged inside the
+    transaction, where the batch holds locks other batches wait for."""
+    from sqlalchemy import func, select
+
+    from models import Delivery as DeliveryRow
+    from models.session import session_factory
+    from worker import pipeline
+
+    batch = _batch(20, n=4)
+    ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
+    reader = session_factory(module_pg)
+    seen: list[tuple[str, str, int]] = []  # (delivery, stage, its rows visible to another connection)
+    real_info = pipeline.log.info
+
+
+    def info(event: str, **kw: object) -> None:
+        if event == "stage_completed":
+            with reader() as session:
+                stored = session.scalar(select(func.count()).select_from(DeliveryRow)
+                                        .where(DeliveryRow.id == kw["delivery_id"]))
+            seen.append((str(kw["delivery_id"]), str(kw["stage"]), int(stored or 0)))
+        real_info(event, **kw)
+
+    monkeypatch.setattr(pipeline.log, "info", info)
+    runner = _runner(module_pg, str(uuid.uuid4()), 0, None)
+    plan = runner.begin(batch)  # type: ignore[attr-defined]
+    assert len(plan.together) == len(ids)  # type: ignore[attr-defined]
+    result = runner.run()  # type: ignore[attr-defined]
+    assert len(result.outcomes) == len(ids) and not result.failed
+    assert {d for d, _, _ in seen} == set(ids)
+    assert {s for _, s, _ in seen} >= {"normalize", "dedup", "persist"}
+    assert all(stored == 1 for _, _, stored in seen), [s for s in seen if s[2] != 1]

@@ -240,10 +240,15 @@ class Around(Protocol):
     def __call__(self, msg: DeliveryMessage, *, io: bool = True) -> AbstractContextManager[object]: ...
 
 
+# One log line held back until its transaction commits: the event's keyword arguments.
+StageLine = dict[str, Any]
+
+
 def process_batch(session: Session, batch: IngestBatch, *,
                   propagate: tuple[type[BaseException], ...] = (), around: Around | None = None,
                   timeouts: tuple[type[BaseException], ...] = (),
-                  neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7) -> list[Outcome]:
+                  neardup_index: CandidateIndex | None = None, neardup_window_days: int = 7,
+                  stage_lines: list[StageLine] | None = None) -> list[Outcome]:
     """Run every delivery of ``batch`` in ``session``'s open transaction; the caller commits.
 
     ``neardup_index`` as in :func:`process_one`; when Redis has lost it, it is rebuilt first from
@@ -263,12 +268,19 @@ def process_batch(session: Session, batch: IngestBatch, *,
     ``failed`` (``failure`` "timeout" for ``timeouts`` types, else "error") and nothing stored,
     while the rest of the batch goes on. Without ``around`` such errors propagate. ``propagate``
     as in :func:`process_one`.
+
+    The batch written together logs one ``stage_completed`` line per stage per delivery. Given
+    ``stage_lines``, they are added to it instead of written, for the caller to write once the
+    transaction has committed (:func:`write_stage_lines`): a line then never reports an outcome
+    that was rolled back, and writing them (a few hundred per batch) no longer holds the batch's
+    row locks and claimed keys, which concurrent batches may be waiting for.
     """
     # Before this transaction writes (and locks) anything: a rebuild waits for indexing transactions.
     neardup_stage.ensure_index(session, neardup_index, neardup_window_days)
     results: dict[str, Outcome] = {}
     todo = _not_done(session, batch.deliveries, results)
     together: list[Outcome] | None = None
+    lines: list[StageLine] = []
     if todo:
         failed: list[Outcome] = []
         for attempt in range(1, TOGETHER_ATTEMPTS + 1):
@@ -279,9 +291,12 @@ def process_batch(session: Session, batch: IngestBatch, *,
                     break
             charged = {o.delivery_id for o in failed}
             try:
+                attempt_lines: list[StageLine] = []
                 with session.begin_nested():
                     together = _process_together(session, [m for m in todo if m.delivery_id not in charged],
-                                                 propagate, around, timeouts, failed, neardup_index)
+                                                 propagate, around, timeouts, failed, neardup_index,
+                                                 attempt_lines)
+                lines = attempt_lines  # the savepoint is released: these outcomes stand
                 break
             except _OneByOne as exc:
                 if exc.again and attempt < TOGETHER_ATTEMPTS:
@@ -302,7 +317,18 @@ def process_batch(session: Session, batch: IngestBatch, *,
                         for msg in todo if msg.delivery_id not in results]
         results.update((o.delivery_id, o) for o in together)
     _apply_withdrawals(session, batch, results)
+    if stage_lines is None:
+        write_stage_lines(lines)
+    else:
+        stage_lines.extend(lines)
     return [results[msg.delivery_id] for msg in batch.deliveries]
+
+
+def write_stage_lines(lines: list[StageLine]) -> None:
+    """Write the ``stage_completed`` lines :func:`process_batch` held back."""
+    info = log.info
+    for line in lines:
+        info("stage_completed", **line)
 
 
 def _not_done(session: Session, msgs: list[DeliveryMessage],
@@ -455,12 +481,14 @@ def _match(holder: queries.Holder, key: str) -> dedup.Match:
 def _process_together(session: Session, todo: list[DeliveryMessage],
                       propagate: tuple[type[BaseException], ...], around: Around | None,
                       timeouts: tuple[type[BaseException], ...],
-                      failed: list[Outcome], neardup_index: CandidateIndex | None = None) -> list[Outcome]:
+                      failed: list[Outcome], neardup_index: CandidateIndex | None,
+                      lines: list[StageLine]) -> list[Outcome]:
     """The batch through the stages with batch-level queries: one SELECT for the key holders, one
     INSERT each for the stories and their versions, then one INSERT ... ON CONFLICT per key table
     for the claims (the keys already point at the stories they end in), one INSERT for the
     deliveries (with the new stories' near-duplicate signatures). CPU work runs per delivery, under
-    ``around``. Raises :class:`_OneByOne` when the batch has to be run one delivery at a time."""
+    ``around``. Raises :class:`_OneByOne` when the batch has to be run one delivery at a time.
+    The ``stage_completed`` lines go into ``lines``, not to the log."""
     items = [_Item(msg, Outcome(msg.delivery_id, "rejected")) for msg in todo]
 
     def step(it: _Item, stage: str, work: Callable[[], None]) -> None:
@@ -645,7 +673,8 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
             it.outcome.story_id = folded[it.outcome.story_id]
     dedup_ms = round(dedup_s * 1000 / max(len(live), 1), 3)
 
-    # 6. one summary line per stage per delivery; the batch-level stages report each delivery's share
+    # 6. one summary line per stage per delivery, held back until the transaction commits (see
+    # process_batch); the batch-level stages report each delivery's share
     outcomes: list[Outcome] = []
     for it in items:
         if it.charged:
@@ -657,29 +686,27 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
                    "source": it.msg.source}
         if it.msg.rejected is not None:
             it.outcome.stage_ms["persist"] = persist_ms
-            log.info("stage_completed", stage="persist", outcome="rejected", duration_ms=persist_ms,
-                     story_id=None, **context)
+            lines.append(dict(stage="persist", outcome="rejected", duration_ms=persist_ms, story_id=None,
+                              **context))
             continue
         it.outcome.stage_ms["dedup"] = dedup_ms
         it.outcome.stage_ms["persist"] = persist_ms
         story_id = it.outcome.story_id
-        log.info("stage_completed", stage="normalize", outcome="ok",
-                 duration_ms=it.outcome.stage_ms["normalize"], story_id=None, **context)
-        log.info("stage_completed", stage="dedup",
-                 outcome=f"duplicate_by_{it.key}" if it.duplicate else "new",
-                 duration_ms=dedup_ms, story_id=story_id if it.duplicate else None, batch=len(live),
-                 **context)
+        lines.append(dict(stage="normalize", outcome="ok", duration_ms=it.outcome.stage_ms["normalize"],
+                          story_id=None, **context))
+        lines.append(dict(stage="dedup", outcome=f"duplicate_by_{it.key}" if it.duplicate else "new",
+                          duration_ms=dedup_ms, story_id=story_id if it.duplicate else None, batch=len(live),
+                          **context))
         if not it.duplicate:
-            log.info("stage_completed", stage="enrich", outcome="ok",
-                     duration_ms=it.outcome.stage_ms["enrich"], story_id=None, **context)
+            lines.append(dict(stage="enrich", outcome="ok", duration_ms=it.outcome.stage_ms["enrich"],
+                              story_id=None, **context))
             decision = neardup.get(it.msg.delivery_id)
             if decision is not None:
                 it.outcome.stage_ms["neardup"] = decision.duration_ms
-                log.info("stage_completed", stage="neardup", outcome=decision.status,
-                         duration_ms=decision.duration_ms, story_id=decision.story_id,
-                         duplicate_of=decision.duplicate_of, **context)
-        log.info("stage_completed", stage="persist", outcome=it.outcome.status, duration_ms=persist_ms,
-                 story_id=story_id, batch=len(rows), **context)
+                lines.append(dict(stage="neardup", outcome=decision.status, duration_ms=decision.duration_ms,
+                                  story_id=decision.story_id, duplicate_of=decision.duplicate_of, **context))
+        lines.append(dict(stage="persist", outcome=it.outcome.status, duration_ms=persist_ms,
+                          story_id=story_id, batch=len(rows), **context))
     return outcomes
 
 

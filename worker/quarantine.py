@@ -623,6 +623,7 @@ class AttemptRunner:
         if not together:
             return
         finished: dict[int, tuple[str, str | None]] = {}
+        stage_lines: list[pipeline.StageLine] = []
         with self.sessions.begin() as session:
             # The pipeline writes the batch with a few statements and charges a delivery whose
             # own work times out or raises (under self.around) alone, as status "failed".
@@ -632,7 +633,8 @@ class AttemptRunner:
                                                   propagate=self.propagate, around=self.around,
                                                   timeouts=(DeliveryTimeout,),
                                                   neardup_index=self.neardup_index,
-                                                  neardup_window_days=self.neardup_window_days)
+                                                  neardup_window_days=self.neardup_window_days,
+                                                  stage_lines=stage_lines)
             finally:
                 self._limit, self._together = self.delivery_time_limit, False
             self.current = None
@@ -650,6 +652,8 @@ class AttemptRunner:
                 result.outcomes.append(outcome)
             ledger.finish_executions(session, finished)
         self.open.clear()
+        # Committed: the batch's stage lines now report what is stored.
+        pipeline.write_stage_lines(stage_lines)
 
     def _charge(self, outcome: str) -> tuple[str, str | None]:
         """The record of a delivery that failed this attempt (called while its error is handled)."""
