@@ -314,18 +314,24 @@ class Workers:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the worker node and its pool processes."""
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU time used so far by the worker node's own process (Celery's consumer: it takes the
+        messages from Redis and hands them to the pool) and by its pool processes together."""
         try:
-            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+            node = psutil.Process(self.proc.pid)
+            children = node.children(recursive=True)
         except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for proc in procs:
+            return (0.0, 0.0)
+        split = [0.0, 0.0]
+        for i, proc in [(0, node), *((1, child) for child in children)]:
             try:
                 times = proc.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system
-        return total
+            split[i] += times.user + times.system
+        return (split[0], split[1])
 
     def _per_child(self, measure: Callable[[psutil.Process], float]) -> list[float]:
         """``measure`` of each pool process (the children that run tasks); gone ones are skipped."""
@@ -439,6 +445,8 @@ class RunResult:
     # CPU time per committed delivery: the worker node with its pool processes, and the producer
     # (parsing, wrapping, the publish ledger, serializing and sending)
     worker_cpu_ms_per_story: float = 0.0
+    # of which the worker node's own process (Celery's consumer), the rest being the pool's
+    worker_node_cpu_ms_per_story: float = 0.0
     producer_cpu_ms_per_story: float = 0.0
     # and the database and broker servers' CPU time per committed delivery (see server_cpu_seconds)
     server_cpu_ms_per_story: dict[str, float] = field(default_factory=dict)
@@ -618,7 +626,7 @@ def run_akhbar(
             Progress(committed(warm), pool, len(n_warm), "warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
-            worker_cpu = pool.cpu_seconds()
+            node_cpu, pool_cpu = pool.cpu_split()
             producer_cpu = time.process_time()
             servers = server_cpu_seconds()
 
@@ -636,7 +644,8 @@ def run_akhbar(
             producer_cpu = time.process_time() - producer_cpu
             progress(f"{label}: published in {published_s:.1f} s; waiting for the workers")
             Progress(committed(run_id), pool, len(ids), label).wait()
-            worker_cpu = pool.cpu_seconds() - worker_cpu
+            node_after, pool_after = pool.cpu_split()
+            node_cpu, worker_cpu = node_after - node_cpu, node_after + pool_after - node_cpu - pool_cpu
             server_cpu = _server_ms_per_story(servers, len(ids))
             with sessions() as s:
                 rows = s.execute(
@@ -673,6 +682,7 @@ def run_akhbar(
             rate=rate,
             load_avg=round(os.getloadavg()[0], 2),
             worker_cpu_ms_per_story=round(1000 * worker_cpu / max(len(rows), 1), 3),
+            worker_node_cpu_ms_per_story=round(1000 * node_cpu / max(len(rows), 1), 3),
             producer_cpu_ms_per_story=round(1000 * producer_cpu / max(len(rows), 1), 3),
             server_cpu_ms_per_story=server_cpu,
         )
@@ -809,7 +819,7 @@ def run_naive(
             Progress(count, pool, len(warm), "naive warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
-            worker_cpu = pool.cpu_seconds()
+            node_cpu, pool_cpu = pool.cpu_split()
             producer_cpu = time.process_time()
             servers = server_cpu_seconds()
             progress(f"{label}: publishing {len(records)} deliveries, one message each,"
@@ -819,7 +829,8 @@ def run_naive(
                 send(item, new_delivery_id())
             producer_cpu = time.process_time() - producer_cpu
             Progress(lambda: count() - len(warm), pool, len(records), label).wait()
-            worker_cpu = pool.cpu_seconds() - worker_cpu
+            node_after, pool_after = pool.cpu_split()
+            node_cpu, worker_cpu = node_after - node_cpu, node_after + pool_after - node_cpu - pool_cpu
             server_cpu = _server_ms_per_story(servers, len(records))
             with Session(engine) as s:
                 rows = s.execute(
@@ -848,6 +859,7 @@ def run_naive(
             rss_mb=rss_summary(pool.rss_samples),
             load_avg=round(os.getloadavg()[0], 2),
             worker_cpu_ms_per_story=round(1000 * worker_cpu / max(len(rows), 1), 3),
+            worker_node_cpu_ms_per_story=round(1000 * node_cpu / max(len(rows), 1), 3),
             producer_cpu_ms_per_story=round(1000 * producer_cpu / max(len(rows), 1), 3),
             server_cpu_ms_per_story=server_cpu,
         )
@@ -1125,6 +1137,11 @@ def print_table(result: dict[str, Any]) -> None:
         "CPU ms per story: worker processes / producer",
         f"{main['worker_cpu_ms_per_story']:.2f} / {main['producer_cpu_ms_per_story']:.2f}",
         f"{naive['worker_cpu_ms_per_story']:.2f} / {naive['producer_cpu_ms_per_story']:.2f}" if naive else "",
+    )
+    table.add_row(
+        "  of the workers': the node's consumer process",
+        f"{main.get('worker_node_cpu_ms_per_story', 0.0):.2f}",
+        f"{naive.get('worker_node_cpu_ms_per_story', 0.0):.2f}" if naive else "",
     )
     def servers(r: dict[str, Any]) -> str:
         cpu = r.get("server_cpu_ms_per_story") or {}

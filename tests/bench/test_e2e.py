@@ -71,6 +71,8 @@ def test_headline_figures_are_reported(result: dict) -> None:
     assert result["throughput"]["log_lines_per_story"] >= 3  # one summary line per stage per story
     for run in (result["throughput"], naive):
         assert run["worker_cpu_ms_per_story"] > 0 and run["producer_cpu_ms_per_story"] > 0
+        # the worker node's consumer process takes and hands out the messages: a share of the whole
+        assert 0 < run["worker_node_cpu_ms_per_story"] < run["worker_cpu_ms_per_story"]
 
 
 def test_queue_bytes_and_embedded_mode(result: dict) -> None:
