@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from worker import tokens
 from worker.enrichment import text
 from worker.stages.normalize import match_form
 
@@ -84,12 +85,12 @@ def test_buckwalter_headline_matches_camel_tools(title: str) -> None:
                                    "والبيت", "وبالي", "abc", ""])
 def test_stem_strips_the_first_clitic_that_leaves_three_letters(token: str) -> None:
     def reference(value: str) -> str:
-        for prefix in text._CLITIC_ARTICLE:
+        for prefix in tokens.CLITIC_ARTICLE:
             if value.startswith(prefix) and len(value) - len(prefix) >= 3:
                 return value[len(prefix):]
         return value
 
-    assert text._stem(token) == reference(token)
+    assert tokens.stem(token) == reference(token)
 
 
 def test_keyword_memo_survives_its_generations_turning_over(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,10 +98,11 @@ def test_keyword_memo_survives_its_generations_turning_over(monkeypatch: pytest.
 
     title, body = "العراق يستضيف القمة", "والعراق يستضيف القمة العربية في بغداد\nبالعراق قمة عربية جديدة"
     expected = text.keywords(title, body)
-    monkeypatch.setattr(text, "_TERMS", TokenMemo(text._TERMS.compute, 3))
+    small = TokenMemo(tokens.facts, 3)
+    monkeypatch.setattr(text, "FACTS", small)
     assert text.keywords(title, body) == expected
     assert text.keywords(title, body) == expected
-    assert len(text._TERMS) <= 6
+    assert len(small) <= 6
 
 
 def test_token_counts_hold_the_token_set_the_place_rules_read() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,9 @@ from camel_tools.utils.charmap import CharMapper
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from worker.enrichment import lexicon
-from worker.enrichment.dates import GREGORIAN, HIJRI, WEEKDAYS
-from worker.enrichment.stopwords import stopword_forms
-from worker.memo import TokenMemo
 from worker.stages.normalize import match_form
 from worker.stages.normalize_fast import char_class
+from worker.tokens import FACTS
 
 # py3langid's cost grows with the text (it walks the UTF-8 bytes in Python); the headline and the
 # start of the body decide the language of a story as well as the whole of it, at a tenth of a
@@ -62,9 +61,6 @@ _BW = CharMapper.builtin_mapper("ar2bw")
 if _BW._default is not None or any(len(key) != 1 for key in _BW._charmap):
     raise RuntimeError("camel_tools' ar2bw map is no longer a plain character map")
 _BW_TABLE = {ord(key): value for key, value in _BW._charmap.items() if value is not None}
-_ARABIC_WORD = re.compile(r"^[\u0621-\u064a]+$")
-_LATIN_WORD = re.compile(r"^[a-z][a-z0-9\-]+$")
-_CLITIC_ARTICLE = ("وبال", "وال", "بال", "فال", "كال", "ولل", "لل", "ال")
 
 
 @lru_cache(maxsize=1)
@@ -103,44 +99,13 @@ def language(title: str | None, body: str, hint: str | None) -> tuple[str | None
     return (str(code), share)
 
 
-@lru_cache(maxsize=1)
-def _non_keywords() -> frozenset[str]:
-    calendar = set(GREGORIAN) | set(HIJRI) | set(WEEKDAYS)
-    calendar |= {w for k in calendar for w in k.split()}
-    return frozenset(stopword_forms() | calendar)
+_SECOND = itemgetter(1)
 
 
-def _stem(token: str) -> str:
-    """The token without a leading conjunction/preposition + article, for counting only."""
-    m = _CLITIC_RE.match(token)
-    return token[m.end():] if m else token
-
-
-# The first of _CLITIC_ARTICLE (in its order) that the token starts with and that leaves at least
-# three characters: a regex alternation tries its branches in order, the lookahead asks for the
-# three characters.
-_CLITIC_RE = re.compile(f"(?:{'|'.join(_CLITIC_ARTICLE)})(?=.{{3}})", re.DOTALL)
-
-def _term(token: str) -> str | None:
-    """The keyword a token counts for, or None."""
-    skip = _non_keywords()
-    stem: str | None = None
-    if token not in skip and (_ARABIC_WORD.match(token) or _LATIN_WORD.match(token)):
-        stem = _stem(token)
-        if len(stem) < 3 or stem in skip or ("ال" + stem) in skip:
-            stem = None
-    return stem
-
-
-# token -> the keyword it counts for, "" for none: memoized, since a vocabulary repeats (bounded:
-# see worker/memo.py; 50,000 tokens a generation hold a day's vocabulary).
-TERMS_GENERATION = 50_000
-_TERMS: TokenMemo[str] = TokenMemo(lambda token: _term(token) or "", TERMS_GENERATION)
-
-
-def _stems(tokens: Mapping[str, int]) -> list[str]:
-    """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each."""
-    return _TERMS.many(tokens)
+def _stems(tokens: Mapping[str, int] | list[str]) -> list[str]:
+    """The keyword each of ``tokens`` counts for ("" for none), in their order: one lookup each, in
+    the memo the near-duplicate signature shares (worker/tokens.py)."""
+    return list(map(_SECOND, FACTS.many(tokens)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +160,7 @@ def keywords(match_title: str, match_body: str, counted: TokenCounts | None = No
             counts[stem] = n
             best[stem] = (n, token)
             spread[stem] = line_df[token]
-    in_title = set(_TERMS.many(counted.title))
+    in_title = set(_stems(counted.title))
     n_lines = max(1, len(counted.lines))
     # Negated scores: the ten smallest, ties by term, are the keywords. The tenth smallest float
     # bounds them, so only the terms scoring at least that much are sorted as pairs.

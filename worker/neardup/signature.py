@@ -28,13 +28,12 @@ import itertools
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from importlib import resources
+from operator import itemgetter
 
 import numpy as np
 import xxhash
 
-from worker.memo import TokenMemo
+from worker.tokens import ANCHOR, FACTS, NUMBER, PUNCT
 
 FORMAT_VERSION = 1
 BODY_HASHES = 64  # MinHash values of the body
@@ -62,44 +61,20 @@ _FLAG_BODY8 = 1
 _HEADER = struct.Struct("<BBIH6sHHHBBBBBB")
 
 
-@lru_cache(maxsize=1)
-def common_words() -> frozenset[str]:
-    """The words that never count as anchors (see common_words.txt)."""
-    text = resources.files(__package__).joinpath("common_words.txt").read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-
-
-_ANCHOR = 1  # flag bits kept in the three lowest bits of a token's hash
-_NUMBER = 2
-_PUNCT = 4
-
-
-def _flagged_hash(token: str) -> int:
-    """A token's xxh3, with its three lowest bits replaced by flags: anchor word, number, punctuation."""
-    value = xxhash.xxh3_64_intdigest(token.encode("utf-8")) & ~7
-    if not token.isalnum():
-        value |= _PUNCT
-    elif token not in common_words() and (len(token) >= 3 or not token.isalpha()):
-        value |= _ANCHOR
-    if token.isdigit() and len(token) >= 2:
-        value |= _NUMBER
-    return value
-
-
-# Words are classified once per process (a bounded memo, see worker/memo.py: news vocabulary
-# repeats), so the signature needs no per-word Python work beyond one dictionary lookup.
-TOKEN_GENERATION = 50_000
-_TOKEN_HASHES: TokenMemo[int] = TokenMemo(_flagged_hash, TOKEN_GENERATION)
+_ANCHOR, _NUMBER, _PUNCT = ANCHOR, NUMBER, PUNCT  # flag bits of a token's hash (worker/tokens.py)
+_FIRST = itemgetter(0)
 
 
 def _token_hash(token: str) -> int:
-    """:func:`_flagged_hash` of ``token``, memoized."""
-    return _TOKEN_HASHES.one(token)
+    """:func:`worker.tokens.flagged_hash` of ``token``, memoized."""
+    return FACTS.one(token)[0]
 
 
 def _hash_words(tokens: list[str]) -> np.ndarray:
-    """The flagged hash of every token (see :func:`_flagged_hash`)."""
-    return np.array(_TOKEN_HASHES.many(tokens), dtype=np.uint64)
+    """The flagged hash of every token (see :func:`worker.tokens.flagged_hash`): words are looked up
+    once per process, in the memo the keywords share, so the signature needs no per-word Python
+    work beyond that lookup."""
+    return np.array(list(map(_FIRST, FACTS.many(tokens))), dtype=np.uint64)
 
 
 def _word_hashes(paragraphs: list[list[str]]) -> tuple[np.ndarray, list[int]]:
