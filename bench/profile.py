@@ -1,6 +1,6 @@
 """Where a worker's time goes: the ``akhbar.ingest`` task body under pyinstrument, in this process.
 
-    uv run python -m bench.profile [--deliveries 3000] [--cpu] [--html out.html]
+    uv run python -m bench.profile [--deliveries 3000] [--cpu] [--html out.html] [--bare]
 
 Builds the same deliveries as ``bench.e2e``, serializes each micro-batch exactly as the publisher
 does (the task receives the decoded message), and runs the registered task's body in this process
@@ -13,6 +13,10 @@ samples this process's CPU time instead (``time.process_time``), which is what a
 costs the machine's cores, without the database server's share or other jobs' noise. The
 database server's share is printed beside it: the CPU time of the PostgreSQL backends serving the
 run's database (read from ``/proc``, so only for a server on this machine).
+
+``--bare`` runs the same batches without the profiler and prints only the per-delivery cost: the
+profiler's own overhead (it slows call-heavy code several times) then stays out of a comparison
+of two versions of the code, run by turns.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML report here")
     parser.add_argument("--cpu", action="store_true", help="sample CPU time of this process, not wall time")
     parser.add_argument("--log", type=Path, default=Path("/dev/null"), help="where the worker's log lines go")
+    parser.add_argument("--bare", action="store_true", help="no profiler: the per-delivery cost only")
     args = parser.parse_args(argv)
 
     lines, _ = build_records(args.deliveries)
@@ -103,10 +108,12 @@ def main(argv: list[str] | None = None) -> None:
                     get_stack_sampler().timer_func = time.process_time
                 server_started = backend_cpu_seconds(url)
                 started, cpu_started = time.perf_counter(), time.process_time()
-                profiler.start()
+                if not args.bare:
+                    profiler.start()
                 for payload in payloads[1:]:
                     task.apply(kwargs=payload, task_id=str(uuid.uuid4()))
-                profiler.stop()
+                if not args.bare:
+                    profiler.stop()
                 seconds = time.perf_counter() - started
                 cpu_seconds = time.process_time() - cpu_started
                 server = backend_cpu_seconds(url)
@@ -115,9 +122,12 @@ def main(argv: list[str] | None = None) -> None:
                 sys.stderr = stderr
                 configure_logging("WARNING", "json", force=True)
     n = len(messages) - len(payloads[0]["deliveries"])
-    print(f"{n} deliveries in {seconds:.2f} s under the profiler: {1000 * seconds / n:.3f} ms per delivery "
+    where = "without the profiler" if args.bare else "under the profiler"
+    print(f"{n} deliveries in {seconds:.2f} s {where}: {1000 * seconds / n:.3f} ms per delivery "
           f"({n / seconds:,.0f} per second in one process); CPU {1000 * cpu_seconds / n:.3f} ms per delivery"
           + (f", PostgreSQL backends' CPU {1000 * server_seconds / n:.3f} ms per delivery" if server else ""))
+    if args.bare:
+        return
     print(profiler.output_text(unicode=False, color=False, show_all=False))
     if args.html:
         args.html.write_text(profiler.output_html())
