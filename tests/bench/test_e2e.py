@@ -72,7 +72,8 @@ def test_headline_figures_are_reported(result: dict) -> None:
     for run in (result["throughput"], naive):
         assert run["worker_cpu_ms_per_story"] > 0 and run["producer_cpu_ms_per_story"] > 0
         # the worker node's consumer process takes and hands out the messages: a share of the whole
-        assert 0 < run["worker_node_cpu_ms_per_story"] < run["worker_cpu_ms_per_story"]
+        # (it may round to 0 on a short run: the CPU clock counts in ticks of 10 ms)
+        assert 0 <= run["worker_node_cpu_ms_per_story"] < run["worker_cpu_ms_per_story"]
 
 
 def test_queue_bytes_and_embedded_mode(result: dict) -> None:
