@@ -312,13 +312,10 @@ class Workers:
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the worker node and its pool processes."""
-        return sum(self.cpu_split())
-
     def cpu_split(self) -> tuple[float, float]:
-        """CPU time used so far by the worker node's own process (Celery's consumer: it takes the
-        messages from Redis and hands them to the pool) and by its pool processes together."""
+        """CPU time (user + system) used so far by the worker node's own process (Celery's consumer:
+        it takes the messages from Redis and hands them to the pool) and by its pool processes
+        together."""
         try:
             node = psutil.Process(self.proc.pid)
             children = node.children(recursive=True)
@@ -332,6 +329,12 @@ class Workers:
                 continue
             split[i] += times.user + times.system
         return (split[0], split[1])
+
+    def cpu_since(self, start: tuple[float, float]) -> tuple[float, float]:
+        """CPU time since ``start`` (a :meth:`cpu_split`): the node's own process, and the node with
+        its pool processes."""
+        node, pool = self.cpu_split()
+        return node - start[0], node + pool - start[0] - start[1]
 
     def _per_child(self, measure: Callable[[psutil.Process], float]) -> list[float]:
         """``measure`` of each pool process (the children that run tasks); gone ones are skipped."""
@@ -626,7 +629,7 @@ def run_akhbar(
             Progress(committed(warm), pool, len(n_warm), "warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
-            node_cpu, pool_cpu = pool.cpu_split()
+            cpu_start = pool.cpu_split()
             producer_cpu = time.process_time()
             servers = server_cpu_seconds()
 
@@ -644,8 +647,7 @@ def run_akhbar(
             producer_cpu = time.process_time() - producer_cpu
             progress(f"{label}: published in {published_s:.1f} s; waiting for the workers")
             Progress(committed(run_id), pool, len(ids), label).wait()
-            node_after, pool_after = pool.cpu_split()
-            node_cpu, worker_cpu = node_after - node_cpu, node_after + pool_after - node_cpu - pool_cpu
+            node_cpu, worker_cpu = pool.cpu_since(cpu_start)
             server_cpu = _server_ms_per_story(servers, len(ids))
             with sessions() as s:
                 rows = s.execute(
@@ -819,7 +821,7 @@ def run_naive(
             Progress(count, pool, len(warm), "naive warm-up").wait()
             offset = log_path.stat().st_size
             pool.rss_samples.clear()
-            node_cpu, pool_cpu = pool.cpu_split()
+            cpu_start = pool.cpu_split()
             producer_cpu = time.process_time()
             servers = server_cpu_seconds()
             progress(f"{label}: publishing {len(records)} deliveries, one message each,"
@@ -829,8 +831,7 @@ def run_naive(
                 send(item, new_delivery_id())
             producer_cpu = time.process_time() - producer_cpu
             Progress(lambda: count() - len(warm), pool, len(records), label).wait()
-            node_after, pool_after = pool.cpu_split()
-            node_cpu, worker_cpu = node_after - node_cpu, node_after + pool_after - node_cpu - pool_cpu
+            node_cpu, worker_cpu = pool.cpu_since(cpu_start)
             server_cpu = _server_ms_per_story(servers, len(records))
             with Session(engine) as s:
                 rows = s.execute(

@@ -155,7 +155,6 @@ def test_a_batch_logs_its_stage_lines_once_it_has_committed(module_pg: str, monk
     seen: list[tuple[str, str, int]] = []  # (delivery, stage, its rows visible to another connection)
     real_info = pipeline.log.info
 
-
     def info(event: str, **kw: object) -> None:
         if event == "stage_completed":
             with reader() as session:

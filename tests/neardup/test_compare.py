@@ -277,10 +277,10 @@ def test_signature_vectors_match_their_plain_definitions(articles: list[dict]) -
         hashes = [module._token_hash(w) for w in n.match_body.split() if w.isalnum()]
         title_words = [w for w in module.words(n.match_title) if w not in module._IGNORED_TITLE_WORDS]
         every = [module._token_hash(w) for w in title_words] + hashes
-        anchors = sorted({(h >> 20) & 0xFFFF for h in every if h & module._ANCHOR})
+        anchors = sorted({(h >> 20) & 0xFFFF for h in every if h & module.ANCHOR})
         assert s.anchors == np.array(anchors[: module.ANCHOR_SKETCH], dtype="<u2").tobytes()
         assert s.n_anchors == len(anchors)
-        distinct = list(dict.fromkeys(h for h in every if h & module._NUMBER))[: module.MAX_NUMBERS]
+        distinct = list(dict.fromkeys(h for h in every if h & module.NUMBER))[: module.MAX_NUMBERS]
         assert s.numbers == np.array(sorted({(h >> 36) & 0xFFFF for h in distinct}), dtype="<u2").tobytes()
         simhashes = []
         for line in n.match_body.split("\n"):

@@ -61,7 +61,6 @@ _FLAG_BODY8 = 1
 _HEADER = struct.Struct("<BBIH6sHHHBBBBBB")
 
 
-_ANCHOR, _NUMBER, _PUNCT = ANCHOR, NUMBER, PUNCT  # flag bits of a token's hash (worker/tokens.py)
 _FIRST = itemgetter(0)
 
 
@@ -80,7 +79,7 @@ def _hash_words(tokens: list[str]) -> np.ndarray:
 def _word_hashes(paragraphs: list[list[str]]) -> tuple[np.ndarray, list[int]]:
     """Hashes of the words (punctuation left out) of split paragraphs, and each paragraph's count."""
     flagged = _hash_words(list(itertools.chain.from_iterable(paragraphs)))
-    is_word = (flagged & _U64(_PUNCT)) == 0
+    is_word = (flagged & _U64(PUNCT)) == 0
     if len(paragraphs) == 1:
         return flagged[is_word], [int(np.count_nonzero(is_word))]
     # Words per paragraph from one cumulative sum (a numpy call per paragraph costs more).
@@ -327,7 +326,7 @@ def signature(
     # and say nothing of this one. All shingles count when too few others remain.
     band_rows = permuted[:, :BAND_MINIMA]
     if len(hashes) >= SHINGLE:
-        anchor = (hashes & _U64(_ANCHOR)) != 0
+        anchor = (hashes & _U64(ANCHOR)) != 0
         n = len(shingles)
         informative = anchor[:n] | anchor[1 : n + 1] | anchor[2 : n + 2]
         if np.count_nonzero(informative) >= MIN_INFORMATIVE:
@@ -339,10 +338,10 @@ def signature(
     title = sorted({(h >> 16) & 0xFFFF for h in title_hashes.tolist()})[:MAX_TITLE_WORDS]
 
     every = np.concatenate((title_hashes, hashes))
-    all_anchors = _sorted_unique((every[(every & _U64(_ANCHOR)) != 0] >> _U64(20)) & _U64(0xFFFF))
+    all_anchors = _sorted_unique((every[(every & _U64(ANCHOR)) != 0] >> _U64(20)) & _U64(0xFFFF))
     anchors = all_anchors[:ANCHOR_SKETCH]
     # The first MAX_NUMBERS distinct numbers in text order (a handful: plain Python is cheapest).
-    first = list(dict.fromkeys(every[(every & _U64(_NUMBER)) != 0].tolist()))[:MAX_NUMBERS]
+    first = list(dict.fromkeys(every[(every & _U64(NUMBER)) != 0].tolist()))[:MAX_NUMBERS]
     numbers = sorted({(value >> 36) & 0xFFFF for value in first})
 
     # One SimHash per paragraph, all paragraphs at once: a word's 32 bits vote +1/-1, summed per
