@@ -15,7 +15,14 @@ from bench import corpus_variants as cv
 from tests.conftest import read_corpus
 from tests.neardup.test_compare import sig
 from worker.neardup import compare
-from worker.neardup.index import IndexLost, NearDupIndex, RebuildInProgress, decode_ref, encode_ref
+from worker.neardup.index import (
+    IndexLost,
+    NearDupIndex,
+    RebuildInProgress,
+    decode_record,
+    decode_ref,
+    encode_ref,
+)
 from worker.neardup.signature import Signature
 
 T0 = datetime(2015, 7, 22, 8, 0, tzinfo=UTC)
@@ -48,6 +55,22 @@ def test_refs_pack_small() -> None:
     assert len(encode_ref(delivery)) == 17
     assert decode_ref(encode_ref(delivery)) == (delivery, 17)
     assert decode_ref(encode_ref("story-42"))[0] == "story-42"
+
+
+def test_a_record_returned_again_is_decoded_once(index: NearDupIndex, stories: list[tuple[str, str]]) -> None:
+    title, body = stories[1]
+    stored = sig(title, body)
+    index.add("kept", stored)
+    decode_record.cache_clear()
+    first = index.candidates(sig(title, body + "\nسطر جديد."))
+    again = index.candidates(sig(title, body + "\nسطر آخر جديد."))
+    assert [c.ref for c in first] == [c.ref for c in again] == ["kept"]
+    # The stored record form: the body MinHash cut to 8 bits a value, no band minima.
+    assert first[0].signature == Signature.from_bytes(stored.to_bytes(record=True))
+    assert again[0].signature is first[0].signature  # decoded once, shared (signatures are immutable)
+    assert decode_record.cache_info().hits == 1
+    record = encode_ref("other") + stored.to_bytes(record=True)
+    assert decode_record(record) == ("other", first[0].signature)
 
 
 def test_near_duplicate_found_and_unrelated_not(index: NearDupIndex, stories: list[tuple[str, str]]) -> None:
