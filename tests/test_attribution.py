@@ -50,12 +50,23 @@ def _history(url: str, ids: list[str]) -> dict[str, int]:
 
 
 @pytest.fixture()
-def marks(redis_url: str, redis_prefix: str) -> Iterator[object]:
+def marks(redis_url: str, redis_prefix: str, tmp_path) -> Iterator[object]:
     from worker.quarantine import RunningMarks
 
     client = redis.Redis.from_url(redis_url)
-    yield RunningMarks(client, f"{redis_prefix}-attribution", ttl=60)
+    yield RunningMarks(client, f"{redis_prefix}-attribution", ttl=60, where=tmp_path)
     client.close()
+
+
+def _die_marked(marks: object, attempt: object, delivery_id: str) -> None:
+    """Mark ``delivery_id`` as running and die: the worker node publishes the mark before it
+    requeues the message (worker/requeue.py)."""
+    from worker.marks import publish_lost
+
+    assert marks.mark(attempt, delivery_id)  # type: ignore[attr-defined]
+    assert publish_lost(marks.client, os.getpid(), attempt.task_id, 60,  # type: ignore[attr-defined]
+                        marks.where) == delivery_id  # type: ignore[attr-defined]
+    marks.close()  # type: ignore[attr-defined]  # the next "process" makes its own file
 
 
 def _crash_in_batch_mode(url: str, task_id: str, batch: object, marks: object, running: int) -> str:
@@ -65,7 +76,7 @@ def _crash_in_batch_mode(url: str, task_id: str, batch: object, marks: object, r
     plan = runner.begin(batch)  # type: ignore[attr-defined]
     assert not plan.isolated and len(plan.exec_ids) == len(batch.deliveries)  # type: ignore[attr-defined]
     culprit = batch.deliveries[running].delivery_id  # type: ignore[attr-defined]
-    assert marks.mark(runner.attempt, culprit)  # type: ignore[attr-defined]
+    _die_marked(marks, runner.attempt, culprit)  # type: ignore[attr-defined]
     return str(culprit)
 
 
@@ -114,7 +125,7 @@ def test_a_delivery_that_keeps_killing_is_quarantined_after_three(module_pg: str
         # Die right after starting it alone: its record is open, its mark names it.
         with runner.sessions.begin() as session:  # type: ignore[attr-defined]
             runner._start(session, [culprit])  # type: ignore[attr-defined]
-        assert marks.mark(runner.attempt, culprit)  # type: ignore[attr-defined]
+        _die_marked(marks, runner.attempt, culprit)  # type: ignore[attr-defined]
     assert _history(module_pg, [culprit]) == {culprit: 3}
     last = _runner(module_pg, task_id, 1, marks)
     plan = last.begin(batch)  # type: ignore[attr-defined]
@@ -125,7 +136,8 @@ def test_a_delivery_that_keeps_killing_is_quarantined_after_three(module_pg: str
 
 def test_without_marks_every_delivery_of_the_lost_attempt_is_a_suspect(module_pg: str,
                                                                         marks: object) -> None:
-    """The fallback when Redis could not record the mark: slower (each alone), never less safe."""
+    """The fallback when the mark was not published (no mark file, Redis away): slower (each
+    alone), never less safe."""
     batch = _batch(20, n=4)
     ids = [d.delivery_id for d in batch.deliveries]  # type: ignore[attr-defined]
     task_id = str(uuid.uuid4())

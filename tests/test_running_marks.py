@@ -1,92 +1,152 @@
-"""The running marks' connection (worker.quarantine.RunningMarks) against the real Redis: marks sent
-without waiting are read back in order, a connection the server closed is noticed and the next
-mark goes out on a new one, error replies are logged, and a blocking connection goes through
-redis-py's own calls."""
+"""Running marks (worker.marks, worker.quarantine.RunningMarks): a mark is a store into the process's
+mark file, which outlives a SIGKILL; the worker node publishes a dead process's mark to the real
+Redis for the redelivered attempt, and a starting node publishes what dead processes left."""
 
 from __future__ import annotations
 
-import time
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from structlog.testing import capture_logs
 
+from worker import marks
 from worker.quarantine import Attempt, RunningMarks
 
 ATTEMPT = Attempt(task_id="marks-task", attempt=0, worker="w", pid=1)
 
 
 @pytest.fixture()
-def admin(redis_url: str, redis_prefix: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    for key in client.scan_iter(match=f"{redis_prefix}:marks*"):
-        client.delete(key)
-    client.close()
+def client(redis_url: str, redis_prefix: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    for key in c.scan_iter(match=f"{redis_prefix}:marks*"):
+        c.delete(key)
+    c.close()
 
 
-def _marks(redis_url: str, redis_prefix: str, *, timeout: float | None = 2, ttl: int = 600) -> RunningMarks:
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=2)
-    return RunningMarks(client, f"{redis_prefix}:marks", ttl=ttl)
+def _marks(client: redis.Redis, redis_prefix: str, where: Path) -> RunningMarks:
+    return RunningMarks(client, f"{redis_prefix}:marks", ttl=600, where=where)
 
 
-def test_marks_sent_without_waiting_are_read_back_in_order(redis_url, redis_prefix, admin) -> None:
-    marks = _marks(redis_url, redis_prefix)
-    for i in range(500):
-        assert marks.mark(ATTEMPT, f"d{i}")
-    assert marks._fd >= 0  # the socket's descriptor is written directly
-    # Another connection (the redelivered message's) sees the last one once it has been answered.
-    assert marks.read(ATTEMPT) == "d499"
-    assert marks._pending == 0
-    assert admin.get(marks._key(ATTEMPT)) == b"d499"
-    assert 0 < admin.ttl(marks._key(ATTEMPT)) <= 600
-    marks.clear(ATTEMPT)
-    assert marks.read(ATTEMPT) is None
+def _killed_while_marking(where: Path, prefix: str, task_id: str, delivery_ids: list[str]) -> int:
+    """A process that marks ``delivery_ids`` in turn, then is killed with SIGKILL; its pid."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from worker.quarantine import Attempt, RunningMarks
+        m = RunningMarks(None, {prefix!r}, ttl=600, where=Path({str(where)!r}))
+        attempt = Attempt(task_id={task_id!r}, attempt=1, worker="w", pid=os.getpid())
+        for d in {delivery_ids!r}:
+            assert m.mark(attempt, d)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent)
+    assert proc.wait(60) == -signal.SIGKILL
+    return proc.pid
 
 
-def test_a_connection_closed_by_the_server_is_noticed(redis_url, redis_prefix, admin) -> None:
-    marks = _marks(redis_url, redis_prefix)
-    assert marks.mark(ATTEMPT, "before")
-    host, port = marks._conn._sock.getsockname()[:2]
-    assert admin.client_kill(f"{host}:{port}")
-    time.sleep(0.05)
+def test_a_mark_file_holds_the_current_record(tmp_path: Path) -> None:
+    f = marks.MarkFile(tmp_path / "123")
+    assert marks.read(f.path) is None  # created empty
+    f.mark("p:running:t:0", "d-1")
+    f.mark("p:running:t:0", "d-2")
+    assert marks.read(f.path) == ("p:running:t:0", "d-2")
+    f.clear()
+    assert marks.read(f.path) is None
+    f.mark("p:running:t:1", "d-3")
+    assert marks.read(f.path) == ("p:running:t:1", "d-3")
+    with pytest.raises(ValueError):
+        f.mark("k" * 600, "d")
+    f.close()
+    assert not f.path.exists()
+    assert marks.read(f.path) is None
+
+
+def test_a_record_half_written_is_never_read(tmp_path: Path) -> None:
+    f = marks.MarkFile(tmp_path / "124")
+    f.mark("p:running:t:0", "d-1")
+    # A process killed while writing its next record: the spare buffer holds part of it, the
+    # current-buffer byte was not flipped yet.
+    spare = 1 + (1 - f._current) * marks.BUFFER
+    f._map[spare : spare + 12] = b"\x40\x00p:running:"
+    assert marks.read(f.path) == ("p:running:t:0", "d-1")
+    (tmp_path / "125").write_bytes(b"not a mark file")
+    assert marks.read(tmp_path / "125") is None
+
+
+def test_marking_sends_nothing_to_redis(tmp_path: Path) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    m = RunningMarks(unreachable, "p", ttl=60, where=tmp_path)
+    assert m.mark(ATTEMPT, "d-1")
+    assert marks.read(tmp_path / str(os.getpid())) == ("p:running:marks-task:0", "d-1")
     with capture_logs() as logs:
-        assert marks.mark(ATTEMPT, "after")
-        assert marks.read(ATTEMPT) == "after"
-    assert any(e["event"] == "running_mark_reconnect" for e in logs), logs
-    assert admin.get(marks._key(ATTEMPT)) == b"after"
+        assert m.read(ATTEMPT) is None  # Redis away: no attribution, no error
+    assert any(e["event"] == "running_mark_failed" for e in logs)
+    m.close()
+    assert not (tmp_path / str(os.getpid())).exists()
 
 
-def test_an_error_reply_is_logged(redis_url, redis_prefix, admin) -> None:
-    marks = _marks(redis_url, redis_prefix, ttl=0)  # SET ... EX 0 is refused
-    with capture_logs() as logs:
-        assert marks.mark(ATTEMPT, "refused")
-        assert marks.read(ATTEMPT) is None
-    failed = [e for e in logs if e["event"] == "running_mark_failed"]
-    assert failed and "expire" in failed[0]["error"], logs
+def test_a_killed_process_mark_is_published_by_its_node(tmp_path: Path, client: redis.Redis,
+                                                        redis_prefix: str) -> None:
+    prefix = f"{redis_prefix}:marks"
+    pid = _killed_while_marking(tmp_path, prefix, "task-a", ["d-1", "d-2", "d-3"])
+    key = f"{prefix}:running:task-a:1"
+    assert client.get(key) is None  # nothing reached Redis while the process ran
+    # Another task's loss does not publish it.
+    assert marks.publish_lost(client, pid, "task-b", 600, tmp_path) is None
+    assert (tmp_path / str(pid)).exists()
+    assert marks.publish_lost(client, pid, "task-a", 600, tmp_path) == "d-3"
+    assert client.get(key) == b"d-3"
+    assert 0 < client.ttl(key) <= 600
+    assert not (tmp_path / str(pid)).exists()
+    # The redelivered attempt reads it, and deletes it once it has ended.
+    m = _marks(client, redis_prefix, tmp_path)
+    again = Attempt(task_id="task-a", attempt=1, worker="w", pid=os.getpid())
+    assert m.read(again) == "d-3"
+    m.clear(again)
+    assert client.get(key) is None
+    m.close()
 
 
-@pytest.mark.parametrize("timeout", [None, 2])
-def test_blocking_or_not_the_marks_agree(redis_url, redis_prefix, admin, timeout) -> None:
-    marks = _marks(redis_url, redis_prefix, timeout=timeout)
-    for i in range(50):
-        assert marks.mark(ATTEMPT, f"d{i}")
-    assert (marks._fd >= 0) is (timeout is not None)  # a blocking socket goes through redis-py
-    assert marks.read(ATTEMPT) == "d49"
-    marks.clear(ATTEMPT)
-    assert marks.read(ATTEMPT) is None  # same connection: after the DEL
-    assert admin.get(marks._key(ATTEMPT)) is None
+def test_a_starting_node_publishes_what_dead_processes_left(tmp_path: Path, client: redis.Redis,
+                                                            redis_prefix: str) -> None:
+    prefix = f"{redis_prefix}:marks"
+    dead = _killed_while_marking(tmp_path, prefix, "task-c", ["d-9"])
+    live = _marks(client, redis_prefix, tmp_path)  # this process: alive, its mark stays private
+    assert live.mark(Attempt(task_id="task-d", attempt=0, worker="w", pid=os.getpid()), "d-10")
+    (tmp_path / "not-a-pid").write_bytes(b"")
+    assert marks.sweep(client, 600, tmp_path) == ["d-9"]
+    assert client.get(f"{prefix}:running:task-c:1") == b"d-9"
+    assert client.get(f"{prefix}:running:task-d:0") is None
+    assert not (tmp_path / str(dead)).exists()
+    assert (tmp_path / str(os.getpid())).exists()
+    assert marks.sweep(client, 600, tmp_path) == []
+    live.close()
 
 
-def test_the_set_command_is_encoded_as_redis_py_encodes_it(redis_url, redis_prefix) -> None:
-    marks = _marks(redis_url, redis_prefix, ttl=86400)
-    conn = marks.client.connection_pool.get_connection()
-    try:
-        for attempt, delivery_id in [(ATTEMPT, "01a21c1d-89d7-7009-b524-3e8183fe9366"),
-                                     (Attempt(task_id="té", attempt=12, worker="w", pid=1), "اخبار"),
-                                     (ATTEMPT, "")]:
-            expected = b"".join(conn.pack_command("SET", marks._key(attempt), delivery_id, "EX", 86400))
-            assert marks._set_command(attempt, delivery_id) == expected
-    finally:
-        marks.client.connection_pool.release(conn)
+def test_each_redis_has_its_own_folder() -> None:
+    a, b = marks.directory("redis://127.0.0.1:6379/0"), marks.directory("redis://127.0.0.1:6380/0")
+    assert a != b and a.parent == b.parent
+    assert marks.directory("redis://127.0.0.1:6379/0") == a
+
+
+def test_a_forked_process_writes_its_own_file(tmp_path: Path, client: redis.Redis, redis_prefix: str) -> None:
+    m = _marks(client, redis_prefix, tmp_path)
+    assert m.mark(ATTEMPT, "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: marks, then dies without cleaning up
+        try:
+            m.mark(ATTEMPT, "child")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert marks.read(tmp_path / str(pid)) == (f"{redis_prefix}:marks:running:marks-task:0", "child")
+    assert marks.read(tmp_path / str(os.getpid())) == (f"{redis_prefix}:marks:running:marks-task:0", "parent")
+    m.close()

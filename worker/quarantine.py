@@ -16,8 +16,9 @@ How an attempt goes:
 2. Each delivery runs under a deadline (SIGALRM where available): ``delivery_time_limit``, or in
    batch mode a tighter one derived from what deliveries take (:class:`RecentTimes`), cut short
    when the delivery's computation stops using the CPU (:func:`deadline`'s ``stall``), and
-   its id is marked in Redis as the one running (:class:`RunningMarks`). When a worker dies in a
-   batch-mode attempt, every record of that attempt is left unfinished; the redelivered message
+   its id is marked as the one running (:class:`RunningMarks`, in memory that outlives the
+   process; its worker node puts the mark in Redis when the process dies). When a worker dies in
+   a batch-mode attempt, every record of that attempt is left unfinished; the redelivered message
    reads the mark and charges the lost attempt to the delivery that was running only, so its
    batch-mates run together again at once instead of becoming suspects.
 3. The execution records are finished in the same transaction that commits the deliveries, so an
@@ -40,6 +41,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -47,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import ingest as queries
 from models import ledger
-from worker import pipeline
+from worker import marks, pipeline
 from worker.messages import Delivery, DeliveryMessage, IngestBatch
 from worker.neardup import CandidateIndex
 from worker.stages import neardup as neardup_stage
@@ -232,204 +234,84 @@ class Result:
 
 
 class RunningMarks:
-    """Which delivery each attempt is running right now, in Redis: ``<prefix>:running:<task>:<n>``.
+    """Which delivery each attempt is running right now: ``<prefix>:running:<task>:<n>`` in Redis
+    once its process has died.
 
-    Written before each delivery starts (one SET, no database write), so that when a worker dies
-    in the middle of a batch-mode attempt, the redelivered message knows which delivery it died
-    on. Only that one is charged the lost attempt; the others of the batch are not suspects and run
-    together again at once, instead of one transaction each. A mark that cannot be written or read
-    (Redis away) only loses the attribution: every delivery of the lost attempt is then a suspect,
-    which is slower, never less safe.
+    Marked before each delivery starts (no database write), so that when a worker dies in the
+    middle of a batch-mode attempt, the redelivered message knows which delivery it died on. Only
+    that one is charged the lost attempt; the others of the batch are not suspects and run
+    together again at once, instead of one transaction each.
 
-    A mark is sent without waiting for Redis's reply: the SET is in the socket before the delivery
-    starts, and bytes written to a socket reach Redis even when the process is killed right after,
-    which is all a mark has to survive. Redis runs a connection's commands in order, so a later read
-    of the mark on the same connection sees it, and one on another connection (the redelivered
-    message, in another process) comes after the worker's death. Each mark first takes in the
-    replies that have arrived and checks that the connection is not closed, so a connection that
-    died in between (a Redis restart) is noticed and the mark goes out on a new one, as it would
-    have when each reply was awaited; a refused command (an error reply) is logged. The marks hold
-    a connection of their own between commands.
-
-    Two marks per delivery make this a hot path, so on a plain TCP or Unix socket with a timeout
-    (non-blocking underneath) a mark is two ``read`` calls and one ``write`` on the socket's file
-    descriptor, about 11.5 µs of CPU: Python's socket methods and redis-py's parser poll the socket
-    before each call when it has a timeout, which made a mark cost about 34 µs. The replies owed
-    are one line each (``+OK``, ``:1``, an error), counted as they arrive. A TLS connection, or a
-    blocking one, goes through redis-py's own calls.
+    A mark is a store into this process's mark file (worker/marks.py): no system call, no Redis
+    command. The worker node's main process publishes a dead pool process's mark to Redis before
+    it requeues the message, and a starting worker node publishes those every dead process left on
+    the machine; :meth:`read` is the redelivered attempt's look at Redis. A mark that cannot be
+    written, published or read (no writable directory, Redis away) only loses the attribution:
+    every delivery of the lost attempt is then a suspect, which is slower, never less safe.
     """
 
-    def __init__(self, client: Any, prefix: str, ttl: int) -> None:
+    def __init__(self, client: Any, prefix: str, ttl: int, where: Path | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
-        self._conn: Any = None
-        self._pending = 0  # replies owed by Redis for commands sent without waiting
-        self._partial = b""  # the start of a reply line whose end has not arrived
-        self._sock: Any = None  # the socket _fd was decided for
-        self._fd = -1  # its file descriptor, when used directly
-        # The SET command of the attempt marked last, encoded up to the value: (key, bytes).
-        self._set_head: tuple[str, bytes] = ("", b"")
-        self._set_tail = b"\r\n$2\r\nEX\r\n$%d\r\n%d\r\n" % (len(str(ttl)), ttl)
+        self.where = where
+        self._file: marks.MarkFile | None = None
+        self._pid = -1
+        self._found: set[str] = set()  # keys read from Redis: deleted when their attempt ends
 
     def _key(self, attempt: Attempt) -> str:
         return f"{self.prefix}:running:{attempt.task_id}:{attempt.attempt}"
 
-    def _drop(self) -> None:
-        """Give up the connection: an exchange that failed or was interrupted half-way leaves it
-        in an unknown state (the next command connects again)."""
-        conn, self._conn, self._pending, self._partial = self._conn, None, 0, b""
-        if conn is not None:
-            with suppress(Exception):
-                conn.disconnect()
-            with suppress(Exception):
-                self.client.connection_pool.release(conn)
-
-    def _raw_socket(self) -> Any:
-        """The connection's socket when its file descriptor can be used directly: not TLS, and
-        non-blocking (a socket with a timeout is); else None. Decided once per connection."""
-        sock = getattr(self._conn, "_sock", None)
-        if sock is None:
-            return None
-        if sock is not self._sock:
-            import ssl
-
-            self._sock, self._fd = sock, -1
-            with suppress(OSError):
-                if not isinstance(sock, ssl.SSLSocket) and not os.get_blocking(sock.fileno()):
-                    self._fd = sock.fileno()
-        return sock if self._fd >= 0 else None
-
-    def _take_replies(self, data: bytes) -> None:
-        """Count the reply lines in ``data`` (logging error replies)."""
-        import redis
-
-        lines = (self._partial + data).split(b"\r\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if self._pending <= 0:
-                raise redis.ConnectionError("unexpected data on the running marks' connection")
-            self._pending -= 1
-            if line.startswith(b"-"):
-                log.warning("running_mark_failed", error=line[1:].decode(errors="replace")[:300])
-
-    def _drain_raw(self, sock: Any, *, wait: bool) -> None:
-        """Take in the replies that have arrived (``wait``: every reply owed, within the socket's
-        timeout); a closed connection raises."""
-        import redis
-
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                if not (wait and self._pending):
-                    return
-                data = sock.recv(65536)  # waits, within the socket's timeout
-            if not data:
-                raise redis.ConnectionError("connection closed by the server")
-            self._take_replies(data)
-
-    def _drain(self, *, wait: bool = False) -> None:
-        """Take in the replies of the commands sent without waiting (an error reply is logged), and
-        check that the connection is still open; ``wait``: every reply owed (before a command
-        whose reply is read through redis-py)."""
-        import redis
-
-        if self._conn is None:
-            return
-        try:
-            sock = self._raw_socket()
-            if sock is not None:
-                self._drain_raw(sock, wait=wait)
-                return
-            while self._pending:
-                self._pending -= 1
-                try:
-                    self._conn.read_response(disable_decoding=True)
-                except redis.ResponseError as exc:
-                    log.warning("running_mark_failed", error=repr(exc)[:300])
-            # Every reply owed is read: a connection readable now was closed by the server (a
-            # Redis restart), and a command written to it would be lost without an error.
-            if self._conn.can_read(timeout=0):
-                raise redis.ConnectionError("unexpected data or end of stream on an idle connection")
-        except BaseException:
-            self._drop()
-            raise
-
-    def _set_command(self, attempt: Attempt, delivery_id: str) -> bytes:
-        """``SET <key> <delivery_id> EX <ttl>`` in the protocol's encoding (RESP), as redis-py's
-        ``pack_command`` writes it, built here from the attempt's encoded head and a per-mark
-        value: a third of a mark's CPU went to the general encoder."""
-        key = self._key(attempt)
-        if self._set_head[0] != key:
-            raw = key.encode()
-            self._set_head = (key, b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(raw), raw))
-        value = delivery_id.encode()
-        return b"%s$%d\r\n%s%s" % (self._set_head[1], len(value), value, self._set_tail)
-
-    def _send(self, *args: Any, reply: bool = False, packed: bytes | None = None) -> Any:
-        """Send a command (``reply``: its reply will be read through redis-py; ``packed``: the
-        command already encoded); the connection."""
-        import redis
-
-        try:
-            self._drain(wait=reply)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            # The commands before were answered or are moot now; this one goes out on a new
-            # connection.
-            self._drop()
-            log.info("running_mark_reconnect", error=repr(exc)[:300])
-        if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
-        try:
-            data = packed if packed is not None else b"".join(self._conn.pack_command(*args))
-            sock = self._raw_socket()
-            if sock is None:
-                self._conn.send_packed_command([data], check_health=False)
-            else:
-                try:
-                    sent = os.write(self._fd, data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    sock.sendall(data[sent:])  # the socket's buffer is full: wait, within its timeout
-        except BaseException:
-            self._drop()
-            raise
-        return self._conn
+    def own_file(self) -> marks.MarkFile:
+        """This process's mark file (a forked process makes its own)."""
+        pid = os.getpid()
+        if self._file is None or self._pid != pid:
+            self._file = marks.MarkFile(marks.path_of(pid, self.where))
+            self._pid = pid
+        return self._file
 
     def mark(self, attempt: Attempt, delivery_id: str) -> bool:
-        """Send the mark of ``delivery_id``, not waiting for the reply; False if it could not be
-        sent (the caller then stops marking for this attempt)."""
+        """Record ``delivery_id`` as the one running; False if it could not be (the caller then
+        stops marking for this attempt)."""
         try:
-            self._send(packed=self._set_command(attempt, delivery_id))
-        except Exception as exc:  # redis errors: the attribution is lost, nothing else
+            self.own_file().mark(self._key(attempt), delivery_id)
+        except Exception as exc:  # no directory, a full disk: the attribution is lost, nothing else
             log.warning("running_mark_failed", error=repr(exc)[:300])
             return False
-        self._pending += 1
         return True
 
     def read(self, attempt: Attempt) -> str | None:
+        """The delivery a lost run of this attempt died on, as its worker node published it."""
+        key = self._key(attempt)
         try:
-            conn = self._send("GET", self._key(attempt), reply=True)
-            try:
-                value = conn.read_response()
-            except BaseException:
-                self._drop()
-                raise
+            value = self.client.get(key)
         except Exception as exc:
             log.warning("running_mark_failed", error=repr(exc)[:300])
             return None
-        return value.decode() if isinstance(value, bytes) else value
+        if value is None:
+            return None
+        self._found.add(key)
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     def clear(self, attempt: Attempt) -> None:
-        """Delete the attempt's mark; its reply is read with the next command's."""
-        try:
-            self._send("DEL", self._key(attempt))
-        except Exception as exc:
-            log.warning("running_mark_failed", error=repr(exc)[:300])
-            return
-        self._pending += 1
+        """The attempt has ended: nothing of it runs now, and a published mark of it can only
+        mislead from now on."""
+        if self._file is not None and self._pid == os.getpid():
+            with suppress(Exception):
+                self._file.clear()
+        key = self._key(attempt)
+        if key in self._found:
+            self._found.discard(key)
+            try:
+                self.client.delete(key)
+            except Exception as exc:
+                log.warning("running_mark_failed", error=repr(exc)[:300])
+
+    def close(self) -> None:
+        """Remove this process's mark file (a process that exits cleanly leaves nothing to publish)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+            self._file = None
 
 
 _MARKS: dict[int, RunningMarks] = {}
@@ -449,25 +331,81 @@ def redis_client_options() -> dict[str, Any]:
     return {"driver_info": DriverInfo()}
 
 
+def mark_ttl(settings: Any) -> int:
+    """How long a published mark stays: it must outlive the wait of a requeued message for its
+    redelivery (a backlog can be long)."""
+    return max(86400, 3 * settings.visibility_timeout)
+
+
+def _redis_client(settings: Any) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2,
+                                socket_connect_timeout=2, **redis_client_options())
+
+
+def _marks_directory(settings: Any) -> Path:
+    return marks.directory(settings.redis_url.get_secret_value())
+
+
 def running_marks(settings: Any) -> RunningMarks | None:
     """This process's :class:`RunningMarks` (None without Redis: the embedded worker runs in the
     producer's process, and nothing of it survives a crash anyway)."""
     if settings.redis_url is None:
         return None
-    import os
-
     pid = os.getpid()
     if pid not in _MARKS:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2,
-                                      socket_connect_timeout=2, **redis_client_options())
         _MARKS.clear()  # a fork's inherited client is not this process's
-        # A mark must outlive the wait of a requeued message for its redelivery (a backlog can be
-        # long); a dead attempt's mark is the only one not deleted when its attempt ends.
-        ttl = max(86400, 3 * settings.visibility_timeout)
-        _MARKS[pid] = RunningMarks(client, settings.redis_prefix, ttl=ttl)
+        _MARKS[pid] = RunningMarks(_redis_client(settings), settings.redis_prefix, ttl=mark_ttl(settings),
+                                   where=_marks_directory(settings))
     return _MARKS[pid]
+
+
+def close_running_marks() -> None:
+    """A pool process that exits cleanly removes its mark file."""
+    own = _MARKS.get(os.getpid())
+    if own is not None:
+        own.close()
+
+
+# The worker node's main process's client for publishing dead pool processes' marks, built once.
+_PUBLISHER: dict[int, Any] = {}
+
+
+def _publisher(settings: Any) -> Any:
+    pid = os.getpid()
+    if pid not in _PUBLISHER:
+        _PUBLISHER.clear()
+        _PUBLISHER[pid] = _redis_client(settings)
+    return _PUBLISHER[pid]
+
+
+def publish_lost_mark(settings: Any, pid: int | None, task_id: str) -> str | None:
+    """Pool process ``pid`` died running task ``task_id``: publish the delivery it was running, for
+    the redelivered message (called by the worker node's main process before it requeues it)."""
+    if settings.redis_url is None or not pid:
+        return None
+    try:
+        delivery_id = marks.publish_lost(_publisher(settings), pid, task_id, mark_ttl(settings),
+                                         _marks_directory(settings))
+    except Exception as exc:  # Redis away: the attribution is lost, nothing else
+        log.warning("running_mark_failed", error=repr(exc)[:300], task_id=task_id, pid=pid)
+        return None
+    if delivery_id is not None:
+        log.warning("running_mark_published", task_id=task_id, pid=pid, delivery_id=delivery_id)
+    return delivery_id
+
+
+def sweep_running_marks(settings: Any) -> list[str]:
+    """Publish the marks that processes of this machine left when they died with their worker
+    node (called as a worker node starts)."""
+    if settings.redis_url is None:
+        return []
+    try:
+        return marks.sweep(_publisher(settings), mark_ttl(settings), _marks_directory(settings))
+    except Exception as exc:
+        log.warning("running_mark_failed", error=repr(exc)[:300])
+        return []
 
 
 class AttemptRunner:

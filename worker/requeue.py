@@ -13,7 +13,9 @@ within a batch's time of the crash.
 :class:`FrontRequeueRequest` (the ``Request`` class of akhbar's tasks) does that on the Redis
 transport, through the transport's own restore (the one it uses for the visibility timeout), in one
 Redis transaction that moves the message from the unacknowledged set to the queue. On any other
-transport, or if that fails, it falls back to Celery's ordinary reject-and-requeue.
+transport, or if that fails, it falls back to Celery's ordinary reject-and-requeue. Either way it
+first publishes the lost process's running mark (worker/marks.py), so that the message cannot run
+again before its mark is in Redis.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class FrontRequeueRequest(Request):  # type: ignore[misc]
 
     def reject(self, requeue: bool = False) -> None:
         if requeue and not self.acknowledged:
+            # Before the message can run again: the delivery the lost process was running, from
+            # its mark file into Redis, where the redelivered attempt reads it (worker/marks.py).
+            from akhbar.settings import get_settings
+            from worker import quarantine
+
+            quarantine.publish_lost_mark(get_settings(), self.worker_pid, self.id)
             message = self._message
             ordinary = message.reject
 

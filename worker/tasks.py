@@ -29,7 +29,15 @@ import orjson
 import structlog
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import setup_logging, task_rejected, task_unknown, worker_init, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_rejected,
+    task_unknown,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from pydantic import ValidationError
 
 from models.session import dispose_inherited, session_factory
@@ -68,6 +76,10 @@ def _warm_before_fork(**_: Any) -> None:
     from worker.stages.enrich import warm
 
     settings = get_settings()
+    # Marks that pool processes of this machine left when they died with their worker node (the
+    # node was killed whole): in Redis before this node takes a message, so a redelivered one
+    # finds the delivery its lost run died on.
+    quarantine.sweep_running_marks(settings)
     # Modules a pool process would otherwise import in its first batch, which after a crash holds
     # the crashed batch's mates: the database driver (psycopg, 150 to 200 ms of CPU; the main
     # process never connects) and what numpy.unique loads on first use (numpy.ma, 50 to 150 ms).
@@ -183,6 +195,13 @@ def _warm_database(settings: Any) -> None:
         event.remove(engine, "do_connect", _connect_timeout)
         # Close this process's connections: a pool process must never share one.
         engine.dispose()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _remove_mark_file(**_: Any) -> None:
+    # A process that exits cleanly was running nothing: its mark file has nothing to tell.
+    quarantine.close_running_marks()
 
 
 @worker_process_init.connect

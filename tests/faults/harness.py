@@ -587,8 +587,12 @@ class Servers:
         return Env(redis=self.redis, pg=self.pg, db=db, logs=logs, extra=dict(extra or {}))
 
     def close(self) -> None:
+        from worker import marks
+
         self.redis.stop()
         self.pg.stop("immediate")
+        # The mark files of the processes the scenarios killed, meant for this tier's own Redis.
+        shutil.rmtree(marks.directory(self.redis.url), ignore_errors=True)
         if os.environ.get("AKHBAR_FAULTS_KEEP"):
             print(f"fault tier files kept in {self.base}")
         else:
