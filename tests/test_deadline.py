@@ -54,3 +54,26 @@ def test_the_timer_is_disarmed_after_the_block() -> None:
     with deadline(0.2, stall=0.05):
         pass
     time.sleep(0.4)  # an alarm left armed would raise here (or kill the process)
+
+
+def test_inside_alarm_handler_deadlines_only_arm_the_timer(monkeypatch) -> None:
+    import signal
+
+    from worker.quarantine import alarm_handler
+
+    before = signal.getsignal(signal.SIGALRM)
+    with alarm_handler():
+        installs = []
+        real = signal.signal
+        monkeypatch.setattr(signal, "signal", lambda *a: installs.append(a) or real(*a))
+        for _ in range(3):
+            with deadline(0.5, stall=0.1):
+                _spin(0.01)
+        with pytest.raises(DeliveryTimeout, match="blocked"), deadline(30.0, stall=0.1):
+            time.sleep(30)
+        with pytest.raises(DeliveryTimeout, match=r"still running after 0\.3 s$"), deadline(0.3):
+            _spin(60)
+        monkeypatch.undo()
+        assert installs == []  # the handler stayed; only the timer was armed and disarmed
+    assert signal.getsignal(signal.SIGALRM) == before
+    time.sleep(0.4)  # nothing left armed
