@@ -9,10 +9,10 @@ On a private PostgreSQL database (created, migrated and dropped) and a private R
    message) and without it, in interleaved rounds: deliveries per second and the ratio;
 2. ingest: the same micro-batches through the ingest task's attempt runner (execution records
    written before and finished with the batch, batch mode), the same with the running-delivery
-   mark before each delivery (what the workers do: a store into the process's mark file), through the pipeline alone (no
-   records), and through the runner's isolated mode (one transaction per delivery, as after a
-   crash): stories per second and the ratios to the pipeline alone. Tables are emptied between
-   runs, so every run stores the same stories.
+   mark before each delivery (what the workers do: a store into the process's mark file), through
+   the pipeline alone (no records), and through the runner's isolated mode (one transaction per
+   delivery, as after a crash): stories per second and the ratios to the pipeline alone. Tables
+   are emptied between runs, so every run stores the same stories.
 """
 
 from __future__ import annotations
