@@ -260,6 +260,10 @@ def private_prefix(client: redis.Redis, tag: str) -> Iterator[str]:
         yield prefix
     finally:
         delete_prefix(client, prefix)
+        # The running-mark files its killed worker processes left (worker/marks.py).
+        from worker import marks
+
+        marks.forget(prefix, marks.directory(REDIS_URL))
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> int:

@@ -59,6 +59,11 @@ def redis_prefix(run_token: str) -> Iterator[str]:
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         client.delete(key)
     client.close()
+    # The running-mark files this session's dead worker processes left (worker/marks.py): a worker
+    # node started later would publish them to Redis.
+    from worker import marks
+
+    marks.forget(prefix, marks.directory(REDIS_BASE_URL))
 
 
 @pytest.fixture(scope="session")

@@ -131,6 +131,19 @@ def test_a_starting_node_publishes_what_dead_processes_left(tmp_path: Path, clie
     live.close()
 
 
+def test_a_session_forgets_what_its_dead_processes_left(tmp_path: Path) -> None:
+    mine = _killed_while_marking(tmp_path, "run-1", "task-e", ["d-1"])
+    other = _killed_while_marking(tmp_path, "run-2", "task-f", ["d-2"])
+    idle = marks.MarkFile(tmp_path / "4194311")  # above any pid_max: dead, nothing running
+    idle.close(remove=False)
+    live = marks.MarkFile(tmp_path / str(os.getpid()))
+    live.mark("run-1:running:task-g:0", "d-3")
+    assert marks.forget("run-1", tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([str(other), str(os.getpid())])
+    assert not (tmp_path / str(mine)).exists()
+    live.close()
+
+
 def test_each_redis_has_its_own_folder() -> None:
     a, b = marks.directory("redis://127.0.0.1:6379/0"), marks.directory("redis://127.0.0.1:6380/0")
     assert a != b and a.parent == b.parent

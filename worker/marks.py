@@ -170,3 +170,23 @@ def sweep(client: Any, ttl: int, where: Path | None = None) -> list[str]:
     if published:
         log.warning("running_marks_swept", deliveries=published)
     return published
+
+
+def forget(prefix: str, where: Path) -> int:
+    """Remove the files that dead processes left with nothing running or with a mark under the Redis
+    key prefix ``prefix`` (a test session's or a benchmark scenario's, whose keys are deleted when
+    it ends); the number removed."""
+    removed = 0
+    try:
+        names = [p for p in where.iterdir() if p.name.isdigit()]
+    except FileNotFoundError:
+        return 0
+    for path in names:
+        if alive(int(path.name)):
+            continue
+        found = read(path)
+        if found is None or found[0].startswith(f"{prefix}:"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
