@@ -152,21 +152,19 @@ def alive(pid: int) -> bool:
     return True
 
 
+def _left_by_the_dead(folder: Path) -> list[Path]:
+    """The mark files in ``folder`` of processes that no longer run."""
+    try:
+        return [p for p in folder.iterdir() if p.name.isdigit() and not alive(int(p.name))]
+    except FileNotFoundError:
+        return []
+
+
 def sweep(client: Any, ttl: int, where: Path | None = None) -> list[str]:
     """Publish the marks of every process on this machine that died without its worker node
     noticing (the node was killed with it), and remove their files; the delivery ids published."""
-    folder = where or directory()
-    published: list[str] = []
-    try:
-        names = [p for p in folder.iterdir() if p.name.isdigit()]
-    except FileNotFoundError:
-        return published
-    for path in names:
-        if alive(int(path.name)):
-            continue
-        delivery_id = _publish(client, path, ttl, None)
-        if delivery_id is not None:
-            published.append(delivery_id)
+    published = [delivery_id for path in _left_by_the_dead(where or directory())
+                 if (delivery_id := _publish(client, path, ttl, None)) is not None]
     if published:
         log.warning("running_marks_swept", deliveries=published)
     return published
@@ -177,13 +175,7 @@ def forget(prefix: str, where: Path) -> int:
     key prefix ``prefix`` (a test session's or a benchmark scenario's, whose keys are deleted when
     it ends); the number removed."""
     removed = 0
-    try:
-        names = [p for p in where.iterdir() if p.name.isdigit()]
-    except FileNotFoundError:
-        return 0
-    for path in names:
-        if alive(int(path.name)):
-            continue
+    for path in _left_by_the_dead(where):
         found = read(path)
         if found is None or found[0].startswith(f"{prefix}:"):
             with contextlib.suppress(FileNotFoundError):

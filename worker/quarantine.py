@@ -370,33 +370,24 @@ def redis_client_options() -> dict[str, Any]:
     return {"driver_info": DriverInfo()}
 
 
-def mark_ttl(settings: Any) -> int:
-    """How long a published mark stays: it must outlive the wait of a requeued message for its
-    redelivery (a backlog can be long)."""
-    return max(86400, 3 * settings.visibility_timeout)
-
-
-def _redis_client(settings: Any) -> Any:
-    import redis
-
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2,
-                                socket_connect_timeout=2, **redis_client_options())
-
-
-def _marks_directory(settings: Any) -> Path:
-    return marks.directory(settings.redis_url.get_secret_value())
-
-
 def running_marks(settings: Any) -> RunningMarks | None:
     """This process's :class:`RunningMarks` (None without Redis: the embedded worker runs in the
-    producer's process, and nothing of it survives a crash anyway)."""
+    producer's process, and nothing of it survives a crash anyway). In a worker node's main
+    process it is what publishes its dead pool processes' marks."""
     if settings.redis_url is None:
         return None
     pid = os.getpid()
     if pid not in _MARKS:
+        import redis
+
         _MARKS.clear()  # a fork's inherited client is not this process's
-        _MARKS[pid] = RunningMarks(_redis_client(settings), settings.redis_prefix, ttl=mark_ttl(settings),
-                                   where=_marks_directory(settings))
+        url = settings.redis_url.get_secret_value()
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                      **redis_client_options())
+        # A published mark must outlive the wait of a requeued message for its redelivery (a
+        # backlog can be long).
+        ttl = max(86400, 3 * settings.visibility_timeout)
+        _MARKS[pid] = RunningMarks(client, settings.redis_prefix, ttl=ttl, where=marks.directory(url))
     return _MARKS[pid]
 
 
@@ -407,26 +398,14 @@ def close_running_marks() -> None:
         own.close()
 
 
-# The worker node's main process's client for publishing dead pool processes' marks, built once.
-_PUBLISHER: dict[int, Any] = {}
-
-
-def _publisher(settings: Any) -> Any:
-    pid = os.getpid()
-    if pid not in _PUBLISHER:
-        _PUBLISHER.clear()
-        _PUBLISHER[pid] = _redis_client(settings)
-    return _PUBLISHER[pid]
-
-
 def publish_lost_mark(settings: Any, pid: int | None, task_id: str) -> str | None:
     """Pool process ``pid`` died running task ``task_id``: publish the delivery it was running, for
     the redelivered message (called by the worker node's main process before it requeues it)."""
-    if settings.redis_url is None or not pid:
+    own = running_marks(settings)
+    if own is None or not pid:
         return None
     try:
-        delivery_id = marks.publish_lost(_publisher(settings), pid, task_id, mark_ttl(settings),
-                                         _marks_directory(settings))
+        delivery_id = marks.publish_lost(own.client, pid, task_id, own.ttl, own.where)
     except Exception as exc:  # Redis away: the attribution is lost, nothing else
         log.warning("running_mark_failed", error=repr(exc)[:300], task_id=task_id, pid=pid)
         return None
@@ -438,10 +417,11 @@ def publish_lost_mark(settings: Any, pid: int | None, task_id: str) -> str | Non
 def sweep_running_marks(settings: Any) -> list[str]:
     """Publish the marks that processes of this machine left when they died with their worker
     node (called as a worker node starts)."""
-    if settings.redis_url is None:
+    own = running_marks(settings)
+    if own is None:
         return []
     try:
-        return marks.sweep(_publisher(settings), mark_ttl(settings), _marks_directory(settings))
+        return marks.sweep(own.client, own.ttl, own.where)
     except Exception as exc:
         log.warning("running_mark_failed", error=repr(exc)[:300])
         return []
