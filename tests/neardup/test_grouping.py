@@ -13,6 +13,7 @@ import multiprocessing
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -71,13 +72,26 @@ def planted() -> list[tuple[str, str, bytes]]:
     return out
 
 
+def _stored(authority: object) -> Iterator[tuple[str, Signature]]:
+    """The authority's signatures, read when the rebuild starts reading them (see below)."""
+    for ref, data in list(authority):  # type: ignore[call-overload]
+        yield ref, Signature.from_bytes(data)
+
+
 def _lookup_and_add(index: NearDupIndex, ref: str, s: Signature, authority: object) -> LookupResult:
     while True:
         try:
             return index.lookup_and_add(ref, s)
         except IndexLost:
-            try:  # rebuild from the authority (the database in production)
-                index.rebuild((r, Signature.from_bytes(d)) for r, d in list(authority))  # type: ignore[call-overload]
+            if index.present():
+                continue  # another process rebuilt it meanwhile
+            try:
+                # Rebuild from the authority (the database in production), read once the rebuild holds
+                # its lock and has marked the index absent: a copy taken before could miss a story that
+                # another process added to the rebuilt index and committed meanwhile, and would leave
+                # it out of the index for good. (The persist stage reads the stored signatures under
+                # the database's rebuild lock, which waits for every transaction that is indexing.)
+                index.rebuild(_stored(authority))
             except RebuildInProgress:
                 time.sleep(0.01)
 
