@@ -5,6 +5,7 @@ Redis for the redelivered attempt, and a starting node publishes what dead proce
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,8 +147,54 @@ def test_a_session_forgets_what_its_dead_processes_left(tmp_path: Path) -> None:
 
 def test_each_redis_has_its_own_folder() -> None:
     a, b = marks.directory("redis://127.0.0.1:6379/0"), marks.directory("redis://127.0.0.1:6380/0")
-    assert a != b and a.parent == b.parent
+    assert a != b and a.parent.parent == b.parent.parent and a.name == b.name == marks.pid_namespace()
     assert marks.directory("redis://127.0.0.1:6379/0") == a
+
+
+# Run in a PID namespace of its own, as in a container: mark, wait until the other process has
+# marked too, then read back what this process's file holds.
+_IN_A_CONTAINER = """
+import os, sys, time
+from pathlib import Path
+from worker import marks
+url, name, ready = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+where = marks.directory(url)
+f = marks.MarkFile(marks.path_of(os.getpid(), where))
+f.mark("p:running:t:0", name)
+(ready / name).touch()
+deadline = time.monotonic() + 60
+while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+found = marks.read(marks.path_of(os.getpid(), where))
+print(os.getpid(), where, found[1] if found else None)
+"""
+
+
+def test_processes_in_two_pid_namespaces_sharing_dev_shm_keep_their_own_marks(tmp_path: Path) -> None:
+    """Two containers sharing /dev/shm run processes with the same ids: each keeps its own mark
+    file, in its namespace's folder, and this namespace's sweep does not see theirs."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespace can be made here: {probe.stderr.decode().strip()}")
+    url = f"redis://namespaces-{os.getpid()}-{tmp_path.name}/0"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    container = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _IN_A_CONTAINER]
+    procs = [subprocess.Popen([*container, url, name, str(ready)], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[1])
+             for name in ("d-A", "d-B")]
+    try:
+        outs = [p.communicate(timeout=120)[0].decode().split() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+        (pid_a, where_a, got_a), (pid_b, where_b, got_b) = outs
+        assert pid_a == pid_b  # the same id in each namespace
+        assert (got_a, got_b) == ("d-A", "d-B")
+        assert where_a != where_b and str(marks.directory(url)) not in (where_a, where_b)
+        assert Path(where_a).parent == Path(where_b).parent == marks.directory(url).parent
+    finally:
+        for p in procs:
+            p.kill()
+        shutil.rmtree(marks.directory(url).parent, ignore_errors=True)
 
 
 def test_a_forked_process_writes_its_own_file(tmp_path: Path, client: redis.Redis, redis_prefix: str) -> None:

@@ -44,13 +44,30 @@ _LENGTH = struct.Struct("<H")
 _SIZE = 1 + 2 * BUFFER
 
 
+def pid_namespace() -> str:
+    """This process's PID namespace, as a folder name ("pidns-4026531836"); "pidns-unknown" where
+    the kernel does not show it."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return "pidns-unknown"
+    return "pidns-" + "".join(c for c in link if c.isdigit())
+
+
 def directory(redis_url: str = "") -> Path:
     """Where this user's mark files for the Redis at ``redis_url`` live: ``/dev/shm`` when it is
-    writable, else the temporary directory. One folder per Redis, so that a worker node sweeps only
-    the marks meant for its own Redis (worker nodes of several deployments may share a machine)."""
+    writable, else the temporary directory.
+
+    One folder per Redis, so that a worker node sweeps only the marks meant for its own Redis
+    (worker nodes of several deployments may share a machine), and in it one per PID namespace: a
+    file is named by its process id, which means nothing in another namespace. Containers that share
+    ``/dev/shm`` (``ipc: host``, a shared memory volume) each run their own namespace, where the same
+    ids recur; without it two processes would map one file, and a node would take another
+    container's live processes for dead ones and publish their marks."""
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
-    return base / f"akhbar-running-{os.getuid()}" / xxhash.xxh64_hexdigest(redis_url.encode())
+    url_folder = xxhash.xxh64_hexdigest(redis_url.encode())
+    return base / f"akhbar-running-{os.getuid()}" / url_folder / pid_namespace()
 
 
 def path_of(pid: int, where: Path | None = None) -> Path:

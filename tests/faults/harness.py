@@ -592,7 +592,7 @@ class Servers:
         self.redis.stop()
         self.pg.stop("immediate")
         # The mark files of the processes the scenarios killed, meant for this tier's own Redis.
-        shutil.rmtree(marks.directory(self.redis.url), ignore_errors=True)
+        shutil.rmtree(marks.directory(self.redis.url).parent, ignore_errors=True)
         if os.environ.get("AKHBAR_FAULTS_KEEP"):
             print(f"fault tier files kept in {self.base}")
         else:
