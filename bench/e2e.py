@@ -502,6 +502,8 @@ def stage_costs(log_path: Path) -> tuple[dict[str, float], dict[str, float], int
                 continue
             if event.get("event") != "stage_completed":
                 continue
+            if event.get("outcome") == "skipped":  # a stage that did not run (a near-duplicate's enrichment)
+                continue
             per_stage[event["stage"]].append(float(event.get("duration_ms", 0.0)))
             if event["stage"] == "persist":
                 stories += 1
