@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -588,18 +589,13 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
             if it.enrichment is None and it.live and it.msg.delivery_id in likely:
                 it.enrichment, it.deferred = {"pending": it.msg.delivery_id}, True
             elif it.enrichment is None and it.live:
-                record = it.msg.record
-                assert record is not None and it.norm is not None
 
-                def enrich(it: _Item = it, record: Delivery = record, norm: Any = it.norm) -> None:
+                def enrich(it: _Item = it) -> None:
                     if it.work is not None:
                         it.enrichment = it.work.enrichment
                         it.outcome.stage_ms["enrich"] = it.work.ms[1]
                         return
-                    it.enrichment = _timed(
-                        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
-                        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
-                        published_at=record.published_at, language_hint=record.language)
+                    _enrich(it)
 
                 step(it, "enrich", enrich)
         if all(it.live for it in new):
@@ -746,6 +742,16 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     return outcomes
 
 
+def _enrich(it: _Item) -> None:
+    """Enrich one new story of the batch (timed as its ``enrich`` stage)."""
+    record, norm = it.msg.record, it.norm
+    assert record is not None and norm is not None
+    it.enrichment = _timed(
+        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
+        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
+        published_at=record.published_at, language_hint=record.language)
+
+
 def _enrich_late(session: Session, new: list[_Item], live: list[_Item],
                  step: Callable[[_Item, str, Callable[[], None]], None]) -> None:
     """Enrich the deferred deliveries the near-duplicate stage did not decide near-duplicates,
@@ -761,16 +767,7 @@ def _enrich_late(session: Session, new: list[_Item], live: list[_Item],
         if it is None:
             raise _OneByOne("a story holds the text of a delivery not deferred in this batch")
         if "enrich" not in it.outcome.stage_ms:
-            record, norm = it.msg.record, it.norm
-            assert record is not None and norm is not None
-
-            def enrich(it: _Item = it, record: Delivery = record, norm: Any = norm) -> None:
-                it.enrichment = _timed(
-                    it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
-                    paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
-                    published_at=record.published_at, language_hint=record.language)
-
-            step(it, "enrich", enrich)
+            step(it, "enrich", partial(_enrich, it))
             if not it.live:
                 raise _OneByOne("a deferred enrichment failed")
         assert it.enrichment is not None and it.msg.record is not None
