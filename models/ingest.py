@@ -319,13 +319,19 @@ def _create_stories_pg(conn: Connection, stories: list[dict[str, Any]]) -> dict[
                 "updated_at": [now] * n}
     ids: dict[str, int] = dict(bulk.insert_columns(
         conn, _STORY, columns, returning=("canonical_delivery_id", "id")).tuples().all())
-    canonical = columns["canonical_delivery_id"]
-    bulk.insert_columns(conn, _VERSION, {
-        "story_id": [ids[d] for d in canonical], "version": [1] * n, "delivery_id": canonical,
-        "title": columns["title"], "body": columns["body"], "paragraphs": columns["paragraphs"],
-        "content_hash": columns["content_hash"], "changes": [None] * n, "created_at": [now] * n,
-    })
+    # The first versions' text is copied from the story rows just written, in the server: sent
+    # once, and the paragraphs' JSON serialized and parsed once. Story ids ascend in the order
+    # the rows were given, so the versions go in that order too. ``changes`` is the JSON null, as
+    # the JSON type writes None.
+    conn.exec_driver_sql(_FIRST_VERSIONS_SQL, {"ids": sorted(ids.values())})
     return ids
+
+
+_FIRST_VERSIONS_SQL = (
+    "INSERT INTO story_versions (story_id, version, delivery_id, title, body, paragraphs, content_hash,"
+    " changes, created_at)"
+    " SELECT id, 1, canonical_delivery_id, title, body, paragraphs, content_hash, 'null'::jsonb, created_at"
+    " FROM stories WHERE id = ANY(%(ids)s::int[]) ORDER BY id")
 
 
 def attach_keys_many(session: Session, source_keys: list[tuple[str, str, int | None, int]],
