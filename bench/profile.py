@@ -12,7 +12,8 @@ The profile is wall-clock time by default, waits on PostgreSQL and Redis include
 samples this process's CPU time instead (``time.process_time``), which is what a worker process
 costs the machine's cores, without the database server's share or other jobs' noise. The
 database server's share is printed beside it: the CPU time of the PostgreSQL backends serving the
-run's database (read from ``/proc``, so only for a server on this machine).
+run's database (read from ``/proc``, so only for a server on this machine), and the Redis servers'
+(every redis-server process of the machine: exact only when nothing else uses Redis meanwhile).
 
 ``--bare`` runs the same batches without the profiler and prints only the per-delivery cost: the
 profiler's own overhead (it slows call-heavy code several times) then stays out of a comparison
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from akhbar.logging import configure_logging
     from akhbar.settings import Settings
-    from bench.e2e import REDIS_URL, build_records, fresh_database, parse, private_prefix
+    from bench.e2e import REDIS_URL, build_records, fresh_database, parse, private_prefix, server_cpu_seconds
     from models.session import upgrade
     from producers.publish import Publisher
     from worker.messages import IngestBatch
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
                     get_stack_sampler().timer_func = time.process_time
                 server_started = backend_cpu_seconds(url)
+                redis_started = server_cpu_seconds()["redis"]
                 started, cpu_started = time.perf_counter(), time.process_time()
                 if not args.bare:
                     profiler.start()
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
                 cpu_seconds = time.process_time() - cpu_started
                 server = backend_cpu_seconds(url)
                 server_seconds = sum(v - server_started.get(pid, 0.0) for pid, v in server.items())
+                redis_seconds = server_cpu_seconds()["redis"] - redis_started
             finally:
                 sys.stderr = stderr
                 configure_logging("WARNING", "json", force=True)
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     where = "without the profiler" if args.bare else "under the profiler"
     print(f"{n} deliveries in {seconds:.2f} s {where}: {1000 * seconds / n:.3f} ms per delivery "
           f"({n / seconds:,.0f} per second in one process); CPU {1000 * cpu_seconds / n:.3f} ms per delivery"
-          + (f", PostgreSQL backends' CPU {1000 * server_seconds / n:.3f} ms per delivery" if server else ""))
+          + (f", PostgreSQL backends' CPU {1000 * server_seconds / n:.3f} ms per delivery" if server else "")
+          + (f", Redis servers' CPU {1000 * redis_seconds / n:.3f} ms per delivery" if redis_seconds else ""))
     if args.bare:
         return
     print(profiler.output_text(unicode=False, color=False, show_all=False))
