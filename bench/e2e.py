@@ -444,8 +444,6 @@ class RunResult:
     stage_median_ms: dict[str, float] = field(default_factory=dict)
     stage_mean_ms: dict[str, float] = field(default_factory=dict)
     log_lines_per_story: float = 0.0
-    # stories whose enrichment was skipped (decided near-duplicates first) or run late
-    enrichment: dict[str, int] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
     redis: dict[str, float] = field(default_factory=dict)
     rate: float | None = None
@@ -482,24 +480,11 @@ def percentiles(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-@dataclass
-class StageCosts:
-    """What a worker log says of the stages: median and mean ``duration_ms`` per stage (of the
-    stages that ran), stories seen, log lines written, and how many enrichments were skipped (a
-    story decided a near-duplicate before it was enriched) or run late (the hint was wrong)."""
-
-    medians: dict[str, float]
-    means: dict[str, float]
-    stories: int
-    lines: int
-    enrich_skipped: int
-    enrich_late: int
-
-
-def stage_costs(log_path: Path) -> StageCosts:
-    """The :class:`StageCosts` of a worker log."""
+def stage_costs(log_path: Path) -> tuple[dict[str, float], dict[str, float], int, int]:
+    """Median and mean ``duration_ms`` per stage from a worker log, the number of stories seen,
+    and the number of log lines written."""
     per_stage: dict[str, list[float]] = defaultdict(list)
-    lines = stories = skipped = late = 0
+    lines = stories = 0
     with log_path.open("rb") as fh:
         for line in fh:
             lines += 1
@@ -517,16 +502,12 @@ def stage_costs(log_path: Path) -> StageCosts:
                 continue
             if event.get("event") != "stage_completed":
                 continue
-            if event.get("outcome") == "skipped":  # a stage that did not run (a near-duplicate's enrichment)
-                skipped += event["stage"] == "enrich"
-                continue
-            late += bool(event.get("late"))
             per_stage[event["stage"]].append(float(event.get("duration_ms", 0.0)))
             if event["stage"] == "persist":
                 stories += 1
     medians = {s: round(statistics.median(v), 3) for s, v in per_stage.items()}
     means = {s: round(statistics.fmean(v), 3) for s, v in per_stage.items()}
-    return StageCosts(medians, means, stories, lines, skipped, late)
+    return medians, means, stories, lines
 
 
 class Progress:
@@ -685,7 +666,7 @@ def run_akhbar(
         finally:
             pool.stop()
             publisher.close()
-        costs = _stage_costs_from(log_path, offset)
+        medians, means, _stories, log_lines = _stage_costs_from(log_path, offset)
         result = RunResult(
             name=label,
             workers=workers,
@@ -695,10 +676,9 @@ def run_akhbar(
             stories_per_second=round(len(rows) / seconds, 1),
             outcomes=dict(Counter(r.status for r in rows)),
             latency_ms=percentiles(latencies),
-            stage_median_ms=costs.medians,
-            stage_mean_ms=costs.means,
-            log_lines_per_story=round(costs.lines / max(len(rows), 1), 2),
-            enrichment={"skipped": costs.enrich_skipped, "late": costs.enrich_late},
+            stage_median_ms=medians,
+            stage_mean_ms=means,
+            log_lines_per_story=round(log_lines / max(len(rows), 1), 2),
             rss_mb=rss_summary(pool.rss_samples) | {"end_uss_max": round(max(pool.uss_last, default=0.0), 1)},
             redis={
                 "keys_after_run": keys,
@@ -719,7 +699,7 @@ def run_akhbar(
         return result
 
 
-def _stage_costs_from(log_path: Path, offset: int) -> StageCosts:
+def _stage_costs_from(log_path: Path, offset: int) -> tuple[dict[str, float], dict[str, float], int, int]:
     """Stage costs from the part of the log written after ``offset`` (the measured run only)."""
     part = log_path.with_suffix(".run.log")
     with log_path.open("rb") as src, part.open("wb") as dst:
@@ -868,7 +848,7 @@ def run_naive(
         finally:
             pool.stop()
             engine.dispose()
-        costs = _stage_costs_from(log_path, offset)
+        medians, means, _stories, log_lines = _stage_costs_from(log_path, offset)
         result = RunResult(
             name="naive",
             workers=workers,
@@ -878,10 +858,9 @@ def run_naive(
             stories_per_second=round(len(rows) / seconds, 1),
             outcomes=dict(Counter(r.status for r in rows)),
             latency_ms=percentiles([(r.processed_at - r.received_at).total_seconds() * 1000 for r in rows]),
-            stage_median_ms=costs.medians,
-            stage_mean_ms=costs.means,
-            log_lines_per_story=round(costs.lines / max(len(rows), 1), 2),
-            enrichment={"skipped": costs.enrich_skipped, "late": costs.enrich_late},
+            stage_median_ms=medians,
+            stage_mean_ms=means,
+            log_lines_per_story=round(log_lines / max(len(rows), 1), 2),
             rss_mb=rss_summary(pool.rss_samples),
             load_avg=round(os.getloadavg()[0], 2),
             worker_cpu_ms_per_story=round(1000 * worker_cpu / max(len(rows), 1), 3),
@@ -1175,11 +1154,6 @@ def print_table(result: dict[str, Any]) -> None:
 
     table.add_row(
         "CPU ms per story: PostgreSQL / Redis servers", servers(main), servers(naive) if naive else ""
-    )
-    table.add_row(
-        "enrichments skipped (near-duplicates) / run late",
-        f"{main['enrichment'].get('skipped', 0):,} / {main['enrichment'].get('late', 0):,}",
-        "",
     )
     table.add_row(
         "log lines per story",

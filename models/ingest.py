@@ -280,31 +280,6 @@ def create_stories(session: Session, stories: list[dict[str, Any]]) -> dict[str,
     return ids
 
 
-def pending_enrichment(session: Session, story_ids: Iterable[int], marker: str) -> dict[int, str]:
-    """Of ``story_ids``, the stories whose enrichment version is ``marker`` (their enrichment
-    waits), and the delivery each one's enrichment is to come from (``enrichment["pending"]``)."""
-    ids = sorted(set(story_ids))
-    if not ids:
-        return {}
-    rows = _connection(session).execute(
-        select(_STORY.c.id, _STORY.c.enrichment)
-        .where(_STORY.c.id.in_(ids), _STORY.c.enrichment_version == marker)).tuples()
-    return {story_id: str(enrichment["pending"]) for story_id, enrichment in rows}
-
-
-def set_enrichment(session: Session, values: Mapping[int, tuple[dict[str, Any], str | None]],
-                   version: str) -> None:
-    """Write each story's (enrichment, language), with the enrichment ``version``: one executemany."""
-    if not values:
-        return
-    stmt = (update(_STORY).where(_STORY.c.id == bindparam("p_id"))
-            .values(enrichment=bindparam("p_enrichment"), language=bindparam("p_language"),
-                    enrichment_version=version))
-    _connection(session).execute(stmt, [
-        {"p_id": story_id, "p_enrichment": enrichment, "p_language": language}
-        for story_id, (enrichment, language) in sorted(values.items())])
-
-
 STORY_COLUMNS = ("canonical_delivery_id", "source", "source_id", "title", "body", "paragraphs",
                  "normalized_title", "normalized_body", "content_hash", "url", "published_at", "language",
                  "enrichment", "enrichment_version", "pipeline_version")

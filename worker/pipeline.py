@@ -15,14 +15,6 @@ delivery. A batch that lost a race to a concurrent batch (a key or a redelivery 
 is written that way again, seeing the winner's rows from the start; when a batch cannot be written
 that way, it is run one delivery at a time, each in its own SAVEPOINT (:func:`process_one`), with
 the same outcomes.
-
-A new story that already looks like a near-duplicate of a stored story or of an earlier delivery of
-its batch (:func:`worker.stages.neardup.likely_near_duplicates`, a read-only lookup before the batch
-writes anything) is not enriched yet: a near-duplicate joins the story it matches, and its own story
-is deleted with its enrichment. Its story is written with the :data:`PENDING` enrichment version;
-when the near-duplicate stage decides otherwise (a new story, an update, a link between stories),
-the delivery is enriched then and its enrichment written into the story that holds its text, in
-the same transaction, so no committed story is ever pending.
 """
 
 from __future__ import annotations
@@ -32,7 +24,6 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -49,9 +40,6 @@ from worker.stages import neardup as neardup_stage
 from worker.stages import normalize as normalize_stage
 
 PIPELINE_VERSION = "1"
-# The enrichment version of a story whose enrichment waits for the near-duplicate stage's decision
-# (its enrichment is {"pending": delivery id}); never committed.
-PENDING = "pending"
 
 log = structlog.get_logger("akhbar.pipeline")
 
@@ -436,9 +424,6 @@ class _Item:
     key: str = ""  # "source_id" | "content", for a duplicate
     claims_source: bool = False
     version: int = 1
-    # Its enrichment waits: it looked like a near-duplicate before the batch wrote anything
-    # (stored with :data:`PENDING` in its place until the near-duplicate stage has decided).
-    deferred: bool = False
     # A processing_error rejection (the pipeline's own quarantine), or an attempt charged.
     error: dict[str, Any] | None = None
     charged: bool = False
@@ -558,53 +543,42 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
     new = _classify(live, by_key, by_hash)
     dedup_s = time.perf_counter() - started
 
-    # 3. the new stories' near-duplicate signatures, before the batch claims a key: a concurrent
-    # batch that needs a key this one claims waits for this transaction's commit, so the CPU work
-    # goes first (their story ids are filled in once the stories exist)
-    signing = time.perf_counter()
-    signed: dict[str, tuple[neardup_stage.Item, bytes]] = {}
-
-    def sign_new() -> None:
-        if neardup_index is None:
-            return
-        for it in new:
-            if it.norm is not None and it.live and it.msg.delivery_id not in signed:
-                near = _neardup_item(it.msg, it.norm, 0, it.work.signature if it.work else None)
-                near.signature_stored = True
-                signed[near.delivery_id] = (near, neardup_stage.sign(near).to_bytes())
-
-    sign_new()
-    # 3a. the stories that look like near-duplicates already: their enrichment waits for the
-    # near-duplicate stage's decision (a near-duplicate's own story is deleted with it); a delivery
-    # whose work was computed ahead has its enrichment already
-    likely = neardup_stage.likely_near_duplicates(
-        neardup_index, [signed[it.msg.delivery_id][0] for it in new
-                        if it.work is None and it.msg.delivery_id in signed])
-    signed_ms = (time.perf_counter() - signing) * 1000
-
-    # 3b. enrich the new stories, per delivery; one that fails leaves the batch, and the keys it
+    # 3. enrich the new stories, per delivery; one that fails leaves the batch, and the keys it
     # would have claimed go to the next delivery holding them, as in one-by-one processing
     while True:
         for it in new:
-            if it.enrichment is None and it.live and it.msg.delivery_id in likely:
-                it.enrichment, it.deferred = {"pending": it.msg.delivery_id}, True
-            elif it.enrichment is None and it.live:
+            if it.enrichment is None and it.live:
+                record = it.msg.record
+                assert record is not None and it.norm is not None
 
-                def enrich(it: _Item = it) -> None:
+                def enrich(it: _Item = it, record: Delivery = record, norm: Any = it.norm) -> None:
                     if it.work is not None:
                         it.enrichment = it.work.enrichment
                         it.outcome.stage_ms["enrich"] = it.work.ms[1]
                         return
-                    _enrich(it)
+                    it.enrichment = _timed(
+                        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
+                        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
+                        published_at=record.published_at, language_hint=record.language)
 
                 step(it, "enrich", enrich)
         if all(it.live for it in new):
             break
         live = [it for it in live if it.live]
         new = _classify(live, by_key, by_hash)
+
+    # 3b. the new stories' near-duplicate signatures, before the batch claims a key: a concurrent
+    # batch that needs a key this one claims waits for this transaction's commit, so the CPU work
+    # goes first (their story ids are filled in once the stories exist)
     signing = time.perf_counter()
-    sign_new()  # a delivery that is new now that one it duplicated failed
-    signed_ms += (time.perf_counter() - signing) * 1000
+    signed: dict[str, tuple[neardup_stage.Item, bytes]] = {}
+    if neardup_index is not None:
+        for it in new:
+            if it.norm is not None:
+                near = _neardup_item(it.msg, it.norm, 0, it.work.signature if it.work else None)
+                near.signature_stored = True
+                signed[near.delivery_id] = (near, neardup_stage.sign(near).to_bytes())
+    signed_ms = (time.perf_counter() - signing) * 1000
 
     # 4. the new stories, then the keys claimed already pointing at the stories they end in (no
     # UPDATE of the key rows just inserted); a key a concurrent batch won meanwhile makes this
@@ -697,8 +671,6 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         # deliveries of a folded or merged story (exact duplicates too) belong to the story it went into
         if it.outcome.story_id in folded:
             it.outcome.story_id = folded[it.outcome.story_id]
-    if any(it.deferred and it.outcome.status != "near_duplicate" for it in new):
-        _enrich_late(session, new, live, step)
     dedup_ms = round(dedup_s * 1000 / max(len(live), 1), 3)
 
     # 6. one summary line per stage per delivery, held back until the transaction commits (see
@@ -726,12 +698,8 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
                           duration_ms=dedup_ms, story_id=story_id if it.duplicate else None, batch=len(live),
                           **context))
         if not it.duplicate:
-            if "enrich" not in it.outcome.stage_ms:  # deferred, and a near-duplicate: never run
-                lines.append(dict(stage="enrich", outcome="skipped", duration_ms=0.0, story_id=None,
-                                  **context))
-            else:
-                lines.append(dict(stage="enrich", outcome="ok", duration_ms=it.outcome.stage_ms["enrich"],
-                                  story_id=None, **({"late": True} if it.deferred else {}), **context))
+            lines.append(dict(stage="enrich", outcome="ok", duration_ms=it.outcome.stage_ms["enrich"],
+                              story_id=None, **context))
             decision = neardup.get(it.msg.delivery_id)
             if decision is not None:
                 it.outcome.stage_ms["neardup"] = decision.duration_ms
@@ -740,39 +708,6 @@ def _process_together(session: Session, todo: list[DeliveryMessage],
         lines.append(dict(stage="persist", outcome=it.outcome.status, duration_ms=persist_ms,
                           story_id=story_id, batch=len(rows), **context))
     return outcomes
-
-
-def _enrich(it: _Item) -> None:
-    """Enrich one new story of the batch (timed as its ``enrich`` stage)."""
-    record, norm = it.msg.record, it.norm
-    assert record is not None and norm is not None
-    it.enrichment = _timed(
-        it.outcome, "enrich", enrich_stage.enrich, title=record.title, body=record.body,
-        paragraphs=norm.paragraphs, match_title=norm.match_title, match_body=norm.match_body,
-        published_at=record.published_at, language_hint=record.language)
-
-
-def _enrich_late(session: Session, new: list[_Item], live: list[_Item],
-                 step: Callable[[_Item, str, Callable[[], None]], None]) -> None:
-    """Enrich the deferred deliveries the near-duplicate stage did not decide near-duplicates,
-    and write their enrichment into the stories holding their text: their own, or the story an
-    update or a merge copied it to (found by its :data:`PENDING` marker among the batch's
-    stories). A late enrichment that fails sends the batch one delivery at a time."""
-    pending = queries.pending_enrichment(
-        session, {it.outcome.story_id for it in live if it.outcome.story_id is not None}, PENDING)
-    by_id = {it.msg.delivery_id: it for it in new if it.deferred}
-    values: dict[int, tuple[dict[str, Any], str | None]] = {}
-    for story_id, delivery_id in pending.items():
-        it = by_id.get(delivery_id)
-        if it is None:
-            raise _OneByOne("a story holds the text of a delivery not deferred in this batch")
-        if "enrich" not in it.outcome.stage_ms:
-            step(it, "enrich", partial(_enrich, it))
-            if not it.live:
-                raise _OneByOne("a deferred enrichment failed")
-        assert it.enrichment is not None and it.msg.record is not None
-        values[story_id] = (it.enrichment, it.enrichment.get("language") or it.msg.record.language)
-    queries.set_enrichment(session, values, enrich_stage.ENRICHMENT_VERSION)
 
 
 def _claimed_story(it: _Item) -> tuple[int | None, int]:
@@ -795,8 +730,7 @@ def _story_values(it: _Item) -> dict[str, Any]:
         normalized_title=norm.match_title, normalized_body=norm.match_body,
         content_hash=norm.content_hash, url=record.url, published_at=record.published_at,
         language=enrichment.get("language") or record.language, enrichment=enrichment,
-        enrichment_version=PENDING if it.deferred else enrich_stage.ENRICHMENT_VERSION,
-        pipeline_version=PIPELINE_VERSION,
+        enrichment_version=enrich_stage.ENRICHMENT_VERSION, pipeline_version=PIPELINE_VERSION,
     )
 
 

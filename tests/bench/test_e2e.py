@@ -51,8 +51,6 @@ def test_every_delivery_is_committed_and_counted(result: dict) -> None:
     assert result["deliveries"] == main["published"] == main["committed"] == 200
     assert sum(main["outcomes"].values()) == 200
     assert main["outcomes"]["duplicate"] >= 1 and main["outcomes"]["new"] >= 100
-    # the near-duplicates found before their enrichment were never enriched
-    assert 0 < main["enrichment"]["skipped"] <= main["outcomes"]["near_duplicate"]
     assert result["latency"]["committed"] == 200 and result["latency"]["rate"] == 100
 
 

@@ -184,37 +184,3 @@ def test_atomic_lookup_and_add_under_concurrent_processes(
             assert (f"{i}-b" in a) != (f"{i}-a" in b), (i, a, b)
     finally:
         idx.drop()
-
-
-@pytest.mark.parametrize("kind", ["redis", "local"])
-def test_candidates_many_looks_up_without_adding(kind: str, index: NearDupIndex,
-                                                 stories: list[tuple[str, str]]) -> None:
-    """The near-duplicate hint's lookup, in Redis and in the embedded index alike: each signature's
-    candidates, fewer bands and fewer candidates when asked, and nothing added."""
-    from worker.neardup.local import LocalNearDupIndex
-
-    idx = index if kind == "redis" else LocalNearDupIndex()
-    if kind == "local":
-        idx.ensure()
-    for i, (title, body) in enumerate(stories[:30]):
-        idx.add(f"s{i}", sig(title, body))
-    for i, (title, body) in enumerate(stories[3:6], start=3):  # a second, reworded copy of three
-        idx.add(f"t{i}", sig(cv.reword_title(title, random.Random(i)), body, at=T0 + timedelta(minutes=30)))
-    rnd = random.Random(2)
-    queries = [sig(title, "\n".join(cv.typo_edit(cv._paras(body), rnd, 1)), at=T0 + timedelta(hours=1))
-               for title, body in stories[3:6]]
-    many = idx.candidates_many(queries)
-    assert [[c.ref for c in cands] for cands in many] == [[c.ref for c in idx.candidates(q)] for q in queries]
-    for i, cands in enumerate(many, start=3):
-        assert {c.ref for c in cands} >= {f"s{i}", f"t{i}"}
-    assert max(c.band_hits for cands in many for c in cands) > 6
-    six = idx.candidates_many(queries, bands=6)
-    assert {c.ref for cands in six for c in cands} <= {c.ref for cands in many for c in cands}
-    assert max(c.band_hits for cands in six for c in cands) <= 6
-    limited = idx.candidates_many(queries, limit=1, bands=6)
-    assert [[c.ref for c in cands] for cands in limited] == [[cands[0].ref] for cands in six]
-    # nothing was added: a lookup of a query finds only the stored stories
-    assert "s3" in [c.ref for c in idx.candidates(queries[0])]
-    assert not any(c.ref == "" for cands in idx.candidates_many(queries) for c in cands)
-    with pytest.raises(ValueError):
-        idx.candidates_many(queries, bands=0)

@@ -170,19 +170,12 @@ class CandidateIndex(Protocol):
     """What the near-duplicate stage needs of an index: :class:`NearDupIndex` (shared, in Redis) or
     :class:`worker.neardup.local.LocalNearDupIndex` (the embedded mode's, in one process)."""
 
-    rows: int
-    bands: int
-    lede_bands: int
-
     def present(self) -> bool: ...
 
     def rebuild(self, items: Iterable[tuple[str, Signature]], *, lock_seconds: int = 600,
                 batch: int = 200) -> int: ...
 
     def lookup_and_add_many(self, stories: Sequence[tuple[str, Signature]]) -> list[LookupResult]: ...
-
-    def candidates_many(self, sigs: Sequence[Signature], limit: int | None = None,
-                        bands: int | None = None) -> list[list[Candidate]]: ...
 
 
 def encode_ref(ref: str) -> bytes:
@@ -271,8 +264,8 @@ class NearDupIndex:
             str(e) for e in range(self._epoch(max(0, minute - span)), self._epoch(minute + span) + 1)
         )
 
-    def _band_args(self, sig: Signature, bands: int | None = None) -> tuple[str, bytes]:
-        keys = sig.band_keys(self.rows, self.bands, self.lede_bands)[:bands]
+    def _band_args(self, sig: Signature) -> tuple[str, bytes]:
+        keys = sig.band_keys(self.rows, self.bands, self.lede_bands)
         if self.shard_bits:
             shift = 32 - self.shard_bits
             shards = ",".join([str(k >> shift) for k in keys])
@@ -280,12 +273,11 @@ class NearDupIndex:
             shards = ",".join(["0"] * len(keys))
         return shards, struct.pack(f">{len(keys)}I", *keys)
 
-    def _call(self, mode: str, stories: Sequence[tuple[Signature, bytes]], client: Any = None,
-              limit: int | None = None, bands: int | None = None) -> Any:
-        args: list[Any] = [mode, self.prefix, self.ttl_ms, limit or self.max_candidates, len(stories)]
+    def _call(self, mode: str, stories: Sequence[tuple[Signature, bytes]], client: Any = None) -> Any:
+        args: list[Any] = [mode, self.prefix, self.ttl_ms, self.max_candidates, len(stories)]
         for sig, record in stories:
             minute = sig.published_minute or 1
-            shards, fields = self._band_args(sig, bands)
+            shards, fields = self._band_args(sig)
             args += [self._lookup_epochs(minute), str(self._epoch(minute)), shards, fields, record]
         return self._script(keys=[self._meta], args=args, client=client)
 
@@ -313,18 +305,6 @@ class NearDupIndex:
     def candidates(self, sig: Signature) -> list[Candidate]:
         """Stories sharing at least one band with ``sig`` within the window, most band hits first."""
         return self._parse(self._call("lookup", [(sig, b"")]))[0].candidates
-
-    def candidates_many(self, sigs: Sequence[Signature], limit: int | None = None,
-                        bands: int | None = None) -> list[list[Candidate]]:
-        """:meth:`candidates` of each signature, in one round trip (nothing is added); at most
-        ``limit`` each (the most band hits), and sharing one of the first ``bands`` body bands,
-        when given."""
-        if not sigs:
-            return []
-        if bands is not None and not 0 < bands <= self.bands:
-            raise ValueError(f"bands must be between 1 and {self.bands}")
-        reply = self._call("lookup", [(sig, b"") for sig in sigs], limit=limit, bands=bands)
-        return [res.candidates for res in self._parse(reply)]
 
     def add(self, ref: str, sig: Signature) -> None:
         """Index ``sig`` under ``ref`` (without looking anything up)."""

@@ -104,9 +104,9 @@ class LocalNearDupIndex:
     # -- one story -------------------------------------------------------------------------------
 
     def _one(self, state: _State, ref: str, sig: Signature, *, lookup: bool, add: bool,
-             now: float, bands: int | None = None) -> tuple[int, list[Candidate]]:
+             now: float) -> tuple[int, list[Candidate]]:
         minute = sig.published_minute or 1
-        keys = sig.band_keys(self.rows, self.bands, self.lede_bands)[:bands]
+        keys = sig.band_keys(self.rows, self.bands, self.lede_bands)
         hits: dict[tuple[int, int], int] = {}
         if lookup:
             for e in self._lookup_epochs(minute):
@@ -150,8 +150,7 @@ class LocalNearDupIndex:
         return seq, candidates
 
     def _run(self, stories: Sequence[tuple[str, Signature]], *, lookup: bool,
-             add: bool, bands: int | None = None) -> list[LookupResult]:
-        assert bands is None or not add, "a story is added under all its bands"
+             add: bool) -> list[LookupResult]:
         with self._lock:
             generation = self._generation
             if generation is None:
@@ -160,8 +159,7 @@ class LocalNearDupIndex:
             self._expire(self._state, now)
             out = []
             for ref, sig in stories:
-                seq, candidates = self._one(self._state, ref, sig, lookup=lookup, add=add, now=now,
-                                            bands=bands)
+                seq, candidates = self._one(self._state, ref, sig, lookup=lookup, add=add, now=now)
                 out.append(LookupResult(candidates, generation, seq))
             return out
 
@@ -170,15 +168,6 @@ class LocalNearDupIndex:
     def candidates(self, sig: Signature) -> list[Candidate]:
         """Stories sharing at least one band with ``sig`` within the window, most band hits first."""
         return self._run([("", sig)], lookup=True, add=False)[0].candidates
-
-    def candidates_many(self, sigs: Sequence[Signature], limit: int | None = None,
-                        bands: int | None = None) -> list[list[Candidate]]:
-        """:meth:`candidates` of each signature (nothing is added); at most ``limit`` each (the
-        most band hits), and sharing one of the first ``bands`` body bands, when given."""
-        if bands is not None and not 0 < bands <= self.bands:
-            raise ValueError(f"bands must be between 1 and {self.bands}")
-        found = self._run([("", sig) for sig in sigs], lookup=True, add=False, bands=bands)
-        return [res.candidates[:limit] for res in found]
 
     def add(self, ref: str, sig: Signature) -> None:
         """Index ``sig`` under ``ref`` (without looking anything up)."""

@@ -53,7 +53,6 @@ from sqlalchemy.orm import Session
 from models import neardup as queries
 from worker.neardup import (
     DEFAULT_THRESHOLDS,
-    Candidate,
     CandidateIndex,
     IndexLost,
     RebuildInProgress,
@@ -102,8 +101,6 @@ class Item:
     signature_stored: bool = False
     # A wire story's guid (NewsML-G2 / NITF): its other versions are the same story, whatever the text.
     guid: str | None = None
-    # Verdicts against candidates already compared (:func:`likely_near_duplicates`), by reference.
-    verdicts: dict[str, Verdict] | None = None
 
 
 @dataclass(slots=True)
@@ -154,73 +151,6 @@ def sign(it: Item) -> Signature:
     return it.signature
 
 
-# The hint looks up the first HINT_BANDS body bands only, and compares the HINT_CANDIDATES stored
-# candidates with the most band hits: the lookup's cost in Redis grows with the bands walked, and
-# a near-duplicate shares most of its bands with the story it repeats. A story the hint misses is
-# enriched as any other. On the benchmark's deliveries, the hint found 91.5% of the deliveries
-# decided near-duplicates with six bands, and 97.5% with all eighteen, at twice the cost in Redis.
-HINT_BANDS = 6
-HINT_CANDIDATES = 4
-
-
-def likely_near_duplicates(index: CandidateIndex | None, items: Sequence[Item]) -> set[str]:
-    """The items (delivery ids) that already look like a ``near_duplicate`` of a story, before the
-    batch writes anything: a hint, not a decision.
-
-    Their enrichment can wait: a near-duplicate joins the story it matches, and the story its
-    delivery created is deleted with its enrichment. The decision is still :func:`apply`'s, on
-    the candidates its atomic lookup returns, so the hint can be wrong (a candidate whose
-    transaction rolled back, a better match that is an update): the caller then enriches the
-    delivery late. Candidates are the index's (one lookup for the batch, nothing added) and the
-    earlier items of the batch sharing a band with the item, as :func:`apply` will see them. The
-    verdicts are kept on the items, and :func:`apply` does not compute them again. An item with a
-    guid is left out (another version of its guid makes it an update).
-    """
-    if index is None or not items:
-        return set()
-    sigs = [sign(it) for it in items]
-    try:
-        stored = index.candidates_many(sigs, limit=HINT_CANDIDATES, bands=HINT_BANDS)
-    except (IndexLost, RebuildInProgress):
-        return set()  # apply() reports it
-    likely: set[str] = set()
-    # The index may hold the batch's own items, from an attempt whose transaction was lost: they
-    # are compared as the batch's items, each against those before it only.
-    ours = {it.delivery_id for it in items}
-    records: dict[int, Signature] = {}
-
-    def indexed(j: int) -> Signature:
-        """The batch's item ``j`` as the index returns it to :func:`apply` (its record form)."""
-        if j not in records:
-            records[j] = Signature.from_bytes(sigs[j].to_bytes(record=True))
-        return records[j]
-
-    earlier: dict[int, list[int]] = {}  # band key -> the items before, by position
-    for i, (it, sig, cands) in enumerate(zip(items, sigs, stored, strict=True)):
-        keys = sig.band_keys(index.rows, index.bands, index.lede_bands)[:HINT_BANDS]
-        near = dict.fromkeys(j for key in keys for j in earlier.get(key, ()))
-        for key in dict.fromkeys(keys):
-            earlier.setdefault(key, []).append(i)
-        cands = [c for c in cands if c.ref not in ours]
-        refs = [c.ref for c in cands] + [items[j].delivery_id for j in near]
-        olders = [c.signature for c in cands] + [indexed(j) for j in near]
-        it.verdicts = dict(zip(refs, compare_many(olders, sig), strict=True))
-        same = [(v.score, ref, v.label) for ref, v in it.verdicts.items() if v.same_story]
-        if same and it.guid is None and max(same)[2] != "update":  # "near_duplicate" or "duplicate"
-            likely.add(it.delivery_id)
-    return likely
-
-
-def _verdicts(it: Item, sig: Signature, cands: Sequence[Candidate]) -> list[Verdict]:
-    """``compare_many`` of the candidates against the item, reusing the verdicts it holds."""
-    known = it.verdicts
-    if not known:
-        return compare_many([c.signature for c in cands], sig)
-    todo = [c for c in cands if c.ref not in known]
-    fresh = dict(zip([c.ref for c in todo], compare_many([c.signature for c in todo], sig), strict=True))
-    return [known[c.ref] if c.ref in known else fresh[c.ref] for c in cands]
-
-
 def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
           moved: dict[int, int] | None = None, signed_ms: float = 0.0) -> dict[str, Decision]:
     """Decide each item (in order) against the stored stories; returns decisions by delivery id.
@@ -259,7 +189,7 @@ def apply(session: Session, index: CandidateIndex | None, items: Sequence[Item],
     not_yet = {it.delivery_id for it in items}
     for it, sig, res in zip(items, sigs, found, strict=True):
         earlier = [cand for cand in res.candidates if cand.ref not in not_yet]  # not this item or later
-        verdicts = _verdicts(it, sig, earlier)
+        verdicts = compare_many([cand.signature for cand in earlier], sig)
         same = [(cand.ref, v) for cand, v in zip(earlier, verdicts, strict=True) if v.same_story]
         if it.guid:
             # The agency says it is the same story (a flash and the full story share a guid).
