@@ -319,7 +319,8 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     return counts
 
 
-_NEARDUP: dict[tuple[int, str | None], Any] = {}
+# One index per process and deployment: the database (embedded) or the Redis server and key prefix.
+_NEARDUP: dict[tuple[int, str], Any] = {}
 
 
 def _neardup_index(settings: Any) -> CandidateIndex:
@@ -329,7 +330,9 @@ def _neardup_index(settings: Any) -> CandidateIndex:
     Either is absent at first (a new deployment, Redis lost it, or a new process): the first batch
     rebuilds it from the signatures stored in the database, an empty set or not."""
     embedded = settings.redis_url is None
-    key = (os.getpid(), settings.database_url if embedded else None)
+    deployment = (settings.database_url if embedded
+                  else f"{settings.redis_url.get_secret_value()} {settings.redis_prefix}")
+    key = (os.getpid(), deployment)
     if key not in _NEARDUP:
         from worker.neardup import NearDupIndex
         from worker.neardup.local import LocalNearDupIndex
