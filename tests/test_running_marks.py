@@ -132,6 +132,20 @@ def test_a_starting_node_publishes_what_dead_processes_left(tmp_path: Path, clie
     live.close()
 
 
+def test_a_starting_node_publishes_what_the_layout_before_namespaces_left(
+        tmp_path: Path, client: redis.Redis, redis_prefix: str) -> None:
+    """A node killed before its upgrade left its files directly in the Redis's folder; the upgraded
+    node, whose own folder is a PID namespace's inside it, publishes them too."""
+    prefix = f"{redis_prefix}:marks"
+    old = _killed_while_marking(tmp_path, prefix, "task-e", ["d-20", "d-21"])
+    own = tmp_path / marks.pid_namespace()
+    new = _killed_while_marking(own, prefix, "task-f", ["d-22"])
+    assert sorted(marks.sweep(client, 600, own)) == ["d-21", "d-22"]
+    assert client.get(f"{prefix}:running:task-e:1") == b"d-21"
+    assert not (tmp_path / str(old)).exists() and not (own / str(new)).exists()
+    assert own.is_dir()  # the folder itself is not a mark file
+
+
 def test_a_session_forgets_what_its_dead_processes_left(tmp_path: Path) -> None:
     mine = _killed_while_marking(tmp_path, "run-1", "task-e", ["d-1"])
     other = _killed_while_marking(tmp_path, "run-2", "task-f", ["d-2"])

@@ -179,8 +179,16 @@ def _left_by_the_dead(folder: Path) -> list[Path]:
 
 def sweep(client: Any, ttl: int, where: Path | None = None) -> list[str]:
     """Publish the marks of every process on this machine that died without its worker node
-    noticing (the node was killed with it), and remove their files; the delivery ids published."""
-    published = [delivery_id for path in _left_by_the_dead(where or directory())
+    noticing (the node was killed with it), and remove their files; the delivery ids published.
+
+    Also swept: the files of the layout before PID namespaces had folders of their own, directly
+    in the Redis's folder (left by a node killed before its upgrade). Their processes are taken to
+    have run in this namespace, as the nodes of that layout took them."""
+    where = where or directory()
+    folders = [where]
+    if where.name.startswith("pidns-"):
+        folders.append(where.parent)
+    published = [delivery_id for folder in folders for path in _left_by_the_dead(folder)
                  if (delivery_id := _publish(client, path, ttl, None)) is not None]
     if published:
         log.warning("running_marks_swept", deliveries=published)
