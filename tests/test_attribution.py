@@ -64,6 +64,7 @@ def _die_marked(marks: object, attempt: object, delivery_id: str) -> None:
     from worker.marks import publish_lost
 
     assert marks.mark(attempt, delivery_id)  # type: ignore[attr-defined]
+    marks.own_file().close(remove=False)  # type: ignore[attr-defined]  # dead: no lock, the file stays
     assert publish_lost(marks.client, os.getpid(), attempt.task_id, 60,  # type: ignore[attr-defined]
                         marks.where) == delivery_id  # type: ignore[attr-defined]
     marks.close()  # type: ignore[attr-defined]  # the next "process" makes its own file

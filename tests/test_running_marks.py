@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +225,137 @@ def test_a_forked_process_writes_its_own_file(tmp_path: Path, client: redis.Redi
     assert marks.read(tmp_path / str(pid)) == (f"{redis_prefix}:marks:running:marks-task:0", "child")
     assert marks.read(tmp_path / str(os.getpid())) == (f"{redis_prefix}:marks:running:marks-task:0", "parent")
     m.close()
+
+
+# Run in a PID namespace of its own: mark, say so, wait for the word to go on, then end without
+# cleaning up (os._exit: the mark file stays, with its record).
+_CONTAINER_THAT_DIES = """
+import os, sys, time
+from pathlib import Path
+from worker import marks
+url, delivery_id, ready, go = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+where = marks.directory(url)
+f = marks.MarkFile(marks.path_of(os.getpid(), where))
+f.mark("p-ns:running:t:0", delivery_id)
+ready.write_text(str(where))
+deadline = time.monotonic() + 60
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+os._exit(0)
+"""
+
+
+def _can_unshare() -> None:
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespace can be made here: {probe.stderr.decode().strip()}")
+
+
+def test_a_node_publishes_what_a_container_left_before_it_started_again(tmp_path: Path) -> None:
+    """A container that shared /dev/shm ran in a PID namespace that is gone (it was started again in
+    a new one): the node's sweep publishes what its dead processes left. A container that still
+    runs keeps its mark, whatever its processes' ids mean here."""
+    _can_unshare()
+    url = f"redis://containers-{os.getpid()}-{tmp_path.name}/0"
+    container = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _CONTAINER_THAT_DIES]
+    procs, folders = [], []
+    published: dict[str, str] = {}
+
+    class Client:  # what the sweep publishes, kept here: this test's marks name no real Redis key
+        def set(self, key: str, value: str, ex: int) -> None:
+            published[key] = value
+
+    try:
+        for name in ("gone", "running"):
+            ready, go = tmp_path / f"ready-{name}", tmp_path / f"go-{name}"
+            procs.append(subprocess.Popen([*container, url, f"d-{name}", str(ready), str(go)],
+                                          cwd=Path(__file__).parents[1]))
+            deadline = time.monotonic() + 60
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            folders.append(Path(ready.read_text()))
+        (tmp_path / "go-gone").touch()
+        assert procs[0].wait(60) == 0
+        gone, running = folders
+        assert gone != running and gone.parent == running.parent == marks.directory(url).parent
+        # A file of the version that held no lock, in the gone namespace: its id means nothing here.
+        (gone / "4194311").write_bytes(bytes(1 + 2 * marks.BUFFER))
+        # Swept from this namespace's folder, as a node that starts.
+        assert marks.sweep(Client(), 600, marks.directory(url)) == ["d-gone"]
+        assert published == {"p-ns:running:t:0": "d-gone"}
+        assert sorted(p.name for p in gone.iterdir()) == ["4194311"]
+        assert marks.read(next(running.iterdir())) == ("p-ns:running:t:0", "d-running")
+        (gone / "4194311").unlink()
+        assert marks.sweep(Client(), 600, marks.directory(url)) == []
+        assert not gone.exists() and running.is_dir()  # an empty folder goes, a live one stays
+    finally:
+        (tmp_path / "go-running").touch()
+        for p in procs:
+            p.wait(60)
+        shutil.rmtree(marks.directory(url).parent, ignore_errors=True)
+
+
+_PARENT_AND_CHILD = """
+import os, signal, sys, time
+from pathlib import Path
+from worker import marks
+where, go = Path(sys.argv[1]), Path(sys.argv[2])
+f = marks.MarkFile(marks.path_of(os.getpid(), where))
+f.mark("p-fork:running:t:0", "d-parent")
+if os.fork() == 0:  # the child outlives its parent, which dies holding the mark
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(0)
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_forked_child_does_not_keep_its_parent_s_mark_alive(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", _PARENT_AND_CHILD, str(tmp_path), str(go)],
+                            cwd=Path(__file__).parents[1], stdout=subprocess.PIPE)
+    published: list[str] = []
+    try:
+        assert proc.stdout is not None
+        parent = int(proc.stdout.readline())
+        assert proc.wait(60) == -signal.SIGKILL and not marks.alive(parent)
+        # Judged by the lock alone, as in another namespace's folder.
+        assert marks._settle(tmp_path / str(parent), lambda found: bool(published.append(found[1])) or True,
+                             own_namespace=False)
+        assert published == ["d-parent"]
+    finally:
+        go.touch()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_a_new_process_waits_for_a_sweep_that_holds_its_file_name(tmp_path: Path) -> None:
+    """A sweep removing a dead process's file holds its lock; a new process with the same id waits,
+    then makes a new file instead of writing into the removed one."""
+    import fcntl
+    import threading
+
+    path = tmp_path / "77"
+    old = marks.MarkFile(path)
+    old.mark("p:running:t:0", "d-old")
+    old._map.close()
+    os.close(old._fd)  # its process ended: the lock is free
+    marks._HELD.pop(old._fd, None)
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the sweep's
+    made: list[marks.MarkFile] = []
+    thread = threading.Thread(target=lambda: made.append(marks.MarkFile(path)))
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive(), "the new process must wait for the sweep's lock"
+    assert marks.read(path) == ("p:running:t:0", "d-old")  # nothing emptied under the sweep
+    path.unlink()
+    os.close(fd)
+    thread.join(10)
+    new = made[0]
+    assert os.stat(path).st_ino == os.fstat(new._fd).st_ino
+    new.mark("p:running:t:1", "d-new")
+    assert marks.read(path) == ("p:running:t:1", "d-new")
+    new.close()

@@ -22,15 +22,25 @@ suspects and run one at a time, which is slower, never less safe.
 Each file holds two record buffers and, in its first byte, which one is current: a record is
 written into the other buffer and then made current by that one-byte store, so a reader never sees
 half of one.
+
+Whether a file's process still runs is told by a lock, not by its process id: the process holds a
+shared ``flock`` on its file for as long as it lives, and the kernel drops it however the process
+ends. A sweep takes a file whose exclusive lock it can take as left by the dead. Unlike a process
+id, the lock means the same in every PID namespace on the machine, so a node also publishes what a
+container left that was started again in a new namespace (its old namespace's folder, beside the
+node's own). A file written by a version that held no lock (one byte shorter) is judged by its
+process id, in this namespace's folder only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +52,10 @@ log = structlog.get_logger("akhbar.marks")
 BUFFER = 512  # bytes per record buffer: a key of up to about 400 bytes and a delivery id
 _LENGTH = struct.Struct("<H")
 _SIZE = 1 + 2 * BUFFER
+# A file whose process holds a lock on it has one more byte, after the buffers (see the docstring).
+_LOCKED_SIZE = _SIZE + 1
+_LOCKED_TAG = b"L"
+_NAMESPACE_PREFIX = "pidns-"
 
 
 def pid_namespace() -> str:
@@ -50,8 +64,8 @@ def pid_namespace() -> str:
     try:
         link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
     except OSError:
-        return "pidns-unknown"
-    return "pidns-" + "".join(c for c in link if c.isdigit())
+        return _NAMESPACE_PREFIX + "unknown"
+    return _NAMESPACE_PREFIX + "".join(c for c in link if c.isdigit())
 
 
 def directory(redis_url: str = "") -> Path:
@@ -80,12 +94,21 @@ class MarkFile:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = _open_locked(path)
         try:
-            os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE)
-        finally:
+            # Emptied only once locked: a sweep holding the lock of a dead process's file with
+            # this name reads it first. The trailing byte says that a lock tells this file's life.
+            os.ftruncate(fd, 0)
+            os.ftruncate(fd, _LOCKED_SIZE)
+            os.pwrite(fd, _LOCKED_TAG, _SIZE)
+            self._map = _map(path, fd)
+        except BaseException:
             os.close(fd)
+            raise
+        # Kept open: the lock lives as long as this descriptor (and its copies in forked children,
+        # which close theirs: see _close_inherited).
+        self._fd = fd
+        _HELD[fd] = os.getpid()
         self.path = path
         self._current = 0
 
@@ -113,16 +136,67 @@ class MarkFile:
         if remove:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+        if self._fd >= 0 and _HELD.get(self._fd) == os.getpid():
+            del _HELD[self._fd]
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # the lock ends: a sweep may take the file from now on
+        self._fd = -1
 
 
-def read(path: Path) -> tuple[str, str] | None:
-    """The current record of a mark file: (Redis key, delivery id), or None (nothing running, no
-    such file, or not a mark file)."""
+# Descriptors of the mark files this process opened, and the process that opened each.
+_HELD: dict[int, int] = {}
+
+
+def _close_inherited() -> None:
+    """In a forked child: close the parent's mark-file descriptors, so that the parent's lock ends
+    with the parent (closing a copy leaves the parent's own lock in place)."""
+    pid = os.getpid()
+    for fd, owner in list(_HELD.items()):
+        if owner != pid:
+            del _HELD[fd]
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
+
+
+def _map(path: Path, locked: int) -> mmap.mmap:
+    """The file open as ``locked``, mapped through a descriptor of its own: an mmap keeps a duplicate
+    of the descriptor it maps, and a duplicate shares the lock, which would then live as long as the
+    map (in a forked child too)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return None
-    if len(data) != _SIZE or data[0] not in (0, 1):
+        if os.fstat(fd).st_ino != os.fstat(locked).st_ino:
+            raise OSError(f"the mark file at {path} was replaced while it was being made")
+        return mmap.mmap(fd, _SIZE)
+    finally:
+        os.close(fd)
+
+
+def _open_locked(path: Path) -> int:
+    """Open (creating) ``path`` with this process's shared lock on it, sure that the name still
+    leads to the locked file: a sweep that held the lock of a dead process's file of this name may
+    have removed it meanwhile, and then a new file is made."""
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise OSError(f"could not lock a mark file at {path}")
+
+
+def _record(data: bytes) -> tuple[str, str] | None:
+    """The current record in a mark file's bytes: (Redis key, delivery id), or None."""
+    if len(data) not in (_SIZE, _LOCKED_SIZE) or data[0] not in (0, 1):
         return None
     start = 1 + data[0] * BUFFER
     (length,) = _LENGTH.unpack_from(data, start)
@@ -133,26 +207,14 @@ def read(path: Path) -> tuple[str, str] | None:
     return (key, delivery_id) if sep and key and delivery_id else None
 
 
-def _publish(client: Any, path: Path, ttl: int, task_id: str | None) -> str | None:
-    """Publish the mark in ``path`` (only if it names ``task_id``'s attempt, when given), then
-    remove the file; the delivery id published."""
-    found = read(path)
-    if found is not None and task_id is not None and f":running:{task_id}:" not in found[0]:
-        return None  # another task's: left for its own death or the sweep
-    published = None
-    if found is not None:
-        key, delivery_id = found
-        client.set(key, delivery_id, ex=ttl)
-        published = delivery_id
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    return published
-
-
-def publish_lost(client: Any, pid: int, task_id: str, ttl: int, where: Path | None = None) -> str | None:
-    """Process ``pid`` died running ``task_id``: put its mark where the redelivered message reads it.
-    The delivery id, or None when the process had marked nothing of that task."""
-    return _publish(client, path_of(pid, where), ttl, task_id)
+def read(path: Path) -> tuple[str, str] | None:
+    """The current record of a mark file: (Redis key, delivery id), or None (nothing running, no
+    such file, or not a mark file)."""
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return None
+    return _record(data)
 
 
 def alive(pid: int) -> bool:
@@ -169,10 +231,70 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _left_by_the_dead(folder: Path) -> list[Path]:
-    """The mark files in ``folder`` of processes that no longer run."""
+def _settle(path: Path, take: Callable[[tuple[str, str] | None], bool], *,
+            own_namespace: bool = True) -> bool:
+    """If the process of the mark file ``path`` no longer runs: call ``take`` with its record, and
+    remove the file when ``take`` says so. The file's lock is held throughout, so a new process of
+    the same id waits to take the name until the file is gone. Whether it was removed.
+
+    The process no longer runs when no one holds the file's lock; for a file of the version that
+    held none, when it is in this namespace's folder and its process id does not run."""
     try:
-        return [p for p in folder.iterdir() if p.name.isdigit() and not alive(int(p.name))]
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size == _LOCKED_SIZE:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its process runs
+        elif not (own_namespace and path.name.isdigit() and not alive(int(path.name))):
+            return False
+        if not take(_record(os.pread(fd, _LOCKED_SIZE, 0))):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)  # drops the lock, if taken
+
+
+def _mark_files(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.name.isdigit()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def publish_lost(client: Any, pid: int, task_id: str, ttl: int, where: Path | None = None) -> str | None:
+    """Process ``pid`` died running ``task_id``: put its mark where the redelivered message reads it.
+    The delivery id, or None when the process had marked nothing of that task (a mark of another
+    task is left for its own death or the sweep)."""
+    published: list[str] = []
+
+    def take(found: tuple[str, str] | None) -> bool:
+        if found is None:
+            return True
+        key, delivery_id = found
+        if f":running:{task_id}:" not in key:
+            return False
+        client.set(key, delivery_id, ex=ttl)
+        published.append(delivery_id)
+        return True
+
+    _settle(path_of(pid, where), take)
+    return published[0] if published else None
+
+
+def _other_namespaces(where: Path) -> list[Path]:
+    """The other PID namespaces' folders beside ``where`` (containers that share its /dev/shm, or
+    that ran here before being started again)."""
+    if not where.name.startswith(_NAMESPACE_PREFIX):
+        return []
+    try:
+        return [p for p in where.parent.iterdir()
+                if p.name.startswith(_NAMESPACE_PREFIX) and p != where and p.is_dir()]
     except FileNotFoundError:
         return []
 
@@ -181,15 +303,29 @@ def sweep(client: Any, ttl: int, where: Path | None = None) -> list[str]:
     """Publish the marks of every process on this machine that died without its worker node
     noticing (the node was killed with it), and remove their files; the delivery ids published.
 
-    Also swept: the files of the layout before PID namespaces had folders of their own, directly
-    in the Redis's folder (left by a node killed before its upgrade). Their processes are taken to
-    have run in this namespace, as the nodes of that layout took them."""
+    Also swept: the other PID namespaces' folders beside this one's, for the files whose lock no
+    process holds (a container started again in a new namespace: its processes are gone), and the
+    files of the layout before PID namespaces had folders of their own, directly in the Redis's
+    folder (left by a node killed before its upgrade), taken to be of this namespace, as the nodes
+    of that layout took them. A namespace's folder left empty is removed."""
     where = where or directory()
-    folders = [where]
-    if where.name.startswith("pidns-"):
-        folders.append(where.parent)
-    published = [delivery_id for folder in folders for path in _left_by_the_dead(folder)
-                 if (delivery_id := _publish(client, path, ttl, None)) is not None]
+    published: list[str] = []
+
+    def take(found: tuple[str, str] | None) -> bool:
+        if found is not None:
+            client.set(found[0], found[1], ex=ttl)
+            published.append(found[1])
+        return True
+
+    own = [where, where.parent] if where.name.startswith(_NAMESPACE_PREFIX) else [where]
+    for folder in own:
+        for path in _mark_files(folder):
+            _settle(path, take)
+    for folder in _other_namespaces(where):
+        for path in _mark_files(folder):
+            _settle(path, take, own_namespace=False)
+        with contextlib.suppress(OSError):  # not empty: a live process's file
+            folder.rmdir()
     if published:
         log.warning("running_marks_swept", deliveries=published)
     return published
@@ -199,11 +335,5 @@ def forget(prefix: str, where: Path) -> int:
     """Remove the files that dead processes left with nothing running or with a mark under the Redis
     key prefix ``prefix`` (a test session's or a benchmark scenario's, whose keys are deleted when
     it ends); the number removed."""
-    removed = 0
-    for path in _left_by_the_dead(where):
-        found = read(path)
-        if found is None or found[0].startswith(f"{prefix}:"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
-    return removed
+    return sum(_settle(path, lambda found: found is None or found[0].startswith(f"{prefix}:"))
+               for path in _mark_files(where))
