@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import xxhash
@@ -186,6 +187,9 @@ _TEXT_COLUMNS = ("title", "body", "paragraphs", "normalized_title", "normalized_
                  "enrichment", "enrichment_version", "language")
 
 
+# Built once per process: building the text copy's nine subqueries over an alias took about 0.7 ms
+# of CPU each time, about 100 times in 6,000 corpus deliveries.
+@cache
 def _copy_text_stmt() -> Any:
     """UPDATE of a story's version and canonical delivery, and its text taken from another story
     row (``p_from``): executemany-ready."""
@@ -195,30 +199,33 @@ def _copy_text_stmt() -> Any:
               for c in _TEXT_COLUMNS}
     return (table.update().where(table.c.id == bindparam("p_id"))
             .values(version=bindparam("p_version"), canonical_delivery_id=bindparam("p_canonical"),
-                    published_at=bindparam("p_at"), updated_at=utcnow(), **copied))
+                    published_at=bindparam("p_at"), updated_at=bindparam("p_updated"), **copied))
 
 
+@cache
 def _state_stmt() -> Any:
     table = _table(Story)
     return (table.update().where(table.c.id == bindparam("p_id"))
             .values(version=bindparam("p_version"), canonical_delivery_id=bindparam("p_canonical"),
-                    published_at=bindparam("p_at"), updated_at=utcnow()))
+                    published_at=bindparam("p_at"), updated_at=bindparam("p_updated")))
 
 
 def update_stories(session: Session, changes: dict[int, StoryChange]) -> None:
     """Write the stories' new state: at most two executemany UPDATEs."""
     conn = session.connection()
+    now = utcnow()
     with_text = [(i, c) for i, c in sorted(changes.items()) if c.text_from is not None]
     plain = [(i, c) for i, c in sorted(changes.items()) if c.text_from is None]
     if with_text:
-        conn.execute(_copy_text_stmt(), [_state_params(i, c) | {"p_from": c.text_from} for i, c in with_text])
+        conn.execute(_copy_text_stmt(),
+                     [_state_params(i, c, now) | {"p_from": c.text_from} for i, c in with_text])
     if plain:
-        conn.execute(_state_stmt(), [_state_params(i, c) for i, c in plain])
+        conn.execute(_state_stmt(), [_state_params(i, c, now) for i, c in plain])
 
 
-def _state_params(story_id: int, c: StoryChange) -> dict[str, Any]:
+def _state_params(story_id: int, c: StoryChange, now: datetime) -> dict[str, Any]:
     return {"p_id": story_id, "p_version": c.version, "p_canonical": c.canonical_delivery_id,
-            "p_at": c.published_at}
+            "p_at": c.published_at, "p_updated": now}
 
 
 def apply_folds(session: Session, folds: list[Fold], stories: dict[int, StoryChange]) -> None:
@@ -299,29 +306,37 @@ class VersionText:
     signature: bytes | None
 
 
-def _version_texts(session: Session, story_ids: Iterable[int], narrow: Any) -> dict[int, VersionText]:
-    """One version of each story, the one ``narrow`` (a function of the SELECT) keeps, with its
-    delivery's stored signature (one SELECT)."""
-    ids = sorted(set(story_ids))
-    if not ids:
-        return {}
+@cache
+def _version_texts_stmt(which: str) -> Any:
+    """The SELECT of one version of each of the stories ``ids`` (an expanding parameter), with its
+    delivery's stored signature: the ``latest`` or the ``first``. Built once per process, like the
+    statements above."""
     stmt = (select(StoryVersion.story_id, StoryVersion.version, StoryVersion.delivery_id, StoryVersion.title,
                    StoryVersion.paragraphs, Delivery.neardup_signature)
             .outerjoin(Delivery, Delivery.id == StoryVersion.delivery_id)
-            .where(StoryVersion.story_id.in_(ids)))
-    rows = session.execute(narrow(stmt)).tuples()
+            .where(StoryVersion.story_id.in_(bindparam("ids", expanding=True))))
+    if which == "latest":
+        return stmt.join(Story, (Story.id == StoryVersion.story_id) & (Story.version == StoryVersion.version))
+    return stmt.where(StoryVersion.version == 1)
+
+
+def _version_texts(session: Session, story_ids: Iterable[int], which: str) -> dict[int, VersionText]:
+    """One version of each story (see :func:`_version_texts_stmt`; one SELECT)."""
+    ids = sorted(set(story_ids))
+    if not ids:
+        return {}
+    rows = session.execute(_version_texts_stmt(which), {"ids": ids}).tuples()
     return {r[0]: VersionText(r[0], r[1], r[2], r[3], list(r[4]), r[5]) for r in rows}
 
 
 def latest_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
     """Each story's latest version with its delivery's stored signature (one SELECT)."""
-    return _version_texts(session, story_ids, lambda stmt: stmt.join(
-        Story, (Story.id == StoryVersion.story_id) & (Story.version == StoryVersion.version)))
+    return _version_texts(session, story_ids, "latest")
 
 
 def first_versions(session: Session, story_ids: Iterable[int]) -> dict[int, VersionText]:
     """Each story's first version with its delivery's stored signature (one SELECT)."""
-    return _version_texts(session, story_ids, lambda stmt: stmt.where(StoryVersion.version == 1))
+    return _version_texts(session, story_ids, "first")
 
 
 def lock_for_merge(session: Session, story_ids: Iterable[int]) -> dict[int, StoryState]:

@@ -102,6 +102,25 @@ def test_full_story_after_a_shorter_one_is_an_update(db_session, index, articles
     assert db_session.get(DeliveryRow, full.delivery_id).version == 2
 
 
+def test_each_update_stamps_the_story_with_its_own_time(db_session, index, articles) -> None:
+    """A story's ``updated_at`` is the time of the batch that wrote its latest version, not of the
+    first one that built the statement."""
+    paragraphs = cv._paras(articles[1]["body"])
+    extra = cv._paras(articles[2]["body"])[:2]  # the third version adds two paragraphs
+    stamps = []
+    for n, (sid, text) in enumerate((("s-1", paragraphs[:-2]), ("s-2", paragraphs),
+                                     ("s-3", paragraphs + extra))):
+        msg = _msg("wam", sid, articles[1]["title"], text, T0 + timedelta(minutes=10 * n))
+        started = datetime.now(UTC)
+        out = process_batch(db_session, IngestBatch(deliveries=[msg]), neardup_index=index)
+        story = db_session.get(Story, out[0].story_id)
+        db_session.refresh(story)
+        assert story.version == n + 1
+        assert story.updated_at >= started
+        stamps.append(story.updated_at)
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+
+
 def test_in_one_batch_unrelated_stays_new(db_session, index, articles) -> None:
     base = _msg("spa", "c-1", articles[2]["title"], cv._paras(articles[2]["body"]), T0)
     other = _msg("spa", "c-2", articles[0]["title"], cv._paras(articles[0]["body"]), T0)
