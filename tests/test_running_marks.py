@@ -237,7 +237,9 @@ url, delivery_id, ready, go = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(
 where = marks.directory(url)
 f = marks.MarkFile(marks.path_of(os.getpid(), where))
 f.mark("p-ns:running:t:0", delivery_id)
-ready.write_text(str(where))
+written = ready.with_suffix(".tmp")
+written.write_text(str(where))
+written.rename(ready)  # the test sees the whole path or no file
 deadline = time.monotonic() + 60
 while not go.exists() and time.monotonic() < deadline:
     time.sleep(0.01)
@@ -302,11 +304,14 @@ from worker import marks
 where, go = Path(sys.argv[1]), Path(sys.argv[2])
 f = marks.MarkFile(marks.path_of(os.getpid(), where))
 f.mark("p-fork:running:t:0", "d-parent")
+started, running = os.pipe()
 if os.fork() == 0:  # the child outlives its parent, which dies holding the mark
+    os.write(running, b"!")  # its fork handlers have run by now
     deadline = time.monotonic() + 60
     while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     os._exit(0)
+os.read(started, 1)
 print(os.getpid(), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
