@@ -166,6 +166,12 @@ def test_each_redis_has_its_own_folder() -> None:
     assert marks.directory("redis://127.0.0.1:6379/0") == a
 
 
+def _can_unshare() -> None:
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespace can be made here: {probe.stderr.decode().strip()}")
+
+
 # Run in a PID namespace of its own, as in a container: mark, wait until the other process has
 # marked too, then read back what this process's file holds.
 _IN_A_CONTAINER = """
@@ -188,9 +194,7 @@ print(os.getpid(), where, found[1] if found else None)
 def test_processes_in_two_pid_namespaces_sharing_dev_shm_keep_their_own_marks(tmp_path: Path) -> None:
     """Two containers sharing /dev/shm run processes with the same ids: each keeps its own mark
     file, in its namespace's folder, and this namespace's sweep does not see theirs."""
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no PID namespace can be made here: {probe.stderr.decode().strip()}")
+    _can_unshare()
     url = f"redis://namespaces-{os.getpid()}-{tmp_path.name}/0"
     ready = tmp_path / "ready"
     ready.mkdir()
@@ -246,11 +250,6 @@ while not go.exists() and time.monotonic() < deadline:
 os._exit(0)
 """
 
-
-def _can_unshare() -> None:
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no PID namespace can be made here: {probe.stderr.decode().strip()}")
 
 
 def test_a_node_publishes_what_a_container_left_before_it_started_again(tmp_path: Path) -> None:
@@ -345,9 +344,7 @@ def test_a_new_process_waits_for_a_sweep_that_holds_its_file_name(tmp_path: Path
     path = tmp_path / "77"
     old = marks.MarkFile(path)
     old.mark("p:running:t:0", "d-old")
-    old._map.close()
-    os.close(old._fd)  # its process ended: the lock is free
-    marks._HELD.pop(old._fd, None)
+    old.close(remove=False)  # its process ended: the lock is free, the file stays
     fd = os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # the sweep's
     made: list[marks.MarkFile] = []

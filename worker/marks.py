@@ -52,9 +52,9 @@ log = structlog.get_logger("akhbar.marks")
 BUFFER = 512  # bytes per record buffer: a key of up to about 400 bytes and a delivery id
 _LENGTH = struct.Struct("<H")
 _SIZE = 1 + 2 * BUFFER
-# A file whose process holds a lock on it has one more byte, after the buffers (see the docstring).
+# A file whose process holds a lock on it has one more byte, after the buffers: its size tells a
+# reader that the lock, not the process id, says whether its process lives (see the docstring).
 _LOCKED_SIZE = _SIZE + 1
-_LOCKED_TAG = b"L"
 _NAMESPACE_PREFIX = "pidns-"
 
 
@@ -97,10 +97,9 @@ class MarkFile:
         fd = _open_locked(path)
         try:
             # Emptied only once locked: a sweep holding the lock of a dead process's file with
-            # this name reads it first. The trailing byte says that a lock tells this file's life.
+            # this name reads it first.
             os.ftruncate(fd, 0)
             os.ftruncate(fd, _LOCKED_SIZE)
-            os.pwrite(fd, _LOCKED_TAG, _SIZE)
             self._map = _map(path, fd)
         except BaseException:
             os.close(fd)
@@ -288,10 +287,8 @@ def publish_lost(client: Any, pid: int, task_id: str, ttl: int, where: Path | No
 
 
 def _other_namespaces(where: Path) -> list[Path]:
-    """The other PID namespaces' folders beside ``where`` (containers that share its /dev/shm, or
-    that ran here before being started again)."""
-    if not where.name.startswith(_NAMESPACE_PREFIX):
-        return []
+    """The other PID namespaces' folders beside the namespace folder ``where`` (containers that
+    share its /dev/shm, or that ran here before being started again)."""
     try:
         return [p for p in where.parent.iterdir()
                 if p.name.startswith(_NAMESPACE_PREFIX) and p != where and p.is_dir()]
@@ -317,11 +314,11 @@ def sweep(client: Any, ttl: int, where: Path | None = None) -> list[str]:
             published.append(found[1])
         return True
 
-    own = [where, where.parent] if where.name.startswith(_NAMESPACE_PREFIX) else [where]
-    for folder in own:
+    namespaced = where.name.startswith(_NAMESPACE_PREFIX)
+    for folder in [where, where.parent] if namespaced else [where]:
         for path in _mark_files(folder):
             _settle(path, take)
-    for folder in _other_namespaces(where):
+    for folder in _other_namespaces(where) if namespaced else []:
         for path in _mark_files(folder):
             _settle(path, take, own_namespace=False)
         with contextlib.suppress(OSError):  # not empty: a live process's file
