@@ -57,6 +57,24 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+# SQLSTATEs of a transaction that lost to a concurrent one: the other has ended by the time the
+# error is raised, so running the batch again needs no wait.
+_CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Transient errors a concurrent batch caused, over once they are raised: a deadlock, a
+    serialization failure, a story merged away after this batch read it (the foreign key refused,
+    the merging transaction committed), the near-duplicate stage's stories merged again and again.
+    The batch is retried at once, not after a backoff: nothing needs time to come back."""
+    if isinstance(exc, neardup_stage.StoriesMoved):
+        return True
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(exc, OperationalError | DBAPIError) and state in _CONFLICT_STATES:
+        return True
+    return isinstance(exc, IntegrityError) and state == "23503" and is_transient(exc)
+
+
 @dataclass(slots=True)
 class Outcome:
     delivery_id: str

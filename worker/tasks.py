@@ -7,7 +7,8 @@ hits the hard time limit; every attempt at a delivery leaves an execution record
 that crashed, hung or failed ``max_attempts`` times is quarantined as ``rejected`` with a reason
 and traceback (``worker/quarantine.py``), its neighbours unharmed; transient errors (database or
 broker away) are retried with exponential backoff and jitter up to ``max_transient_retries``, then
-what is left is quarantined as ``retries_exhausted``. Messages of unknown tasks or content types
+what is left is quarantined as ``retries_exhausted``; a batch that lost to a concurrent one (a
+deadlock, a story merged away meanwhile) is retried at once. Messages of unknown tasks or content types
 are refused (and logged) before anything runs.
 """
 
@@ -238,12 +239,23 @@ class AkhbarTask(Task):  # type: ignore[misc]
     def settings(self) -> Any:
         return self.app.akhbar_settings
 
-    def backoff(self) -> int:
-        """Exponential backoff with full jitter, capped (AWS architecture blog's 'full jitter')."""
-        import random
+    def backoff(self, exc: BaseException | None = None) -> int:
+        """Seconds before the retry of a batch that raised ``exc`` (see :func:`retry_countdown`)."""
+        return retry_countdown(exc, retries=self.request.retries, cap=self.settings.retry_backoff_max)
 
-        cap = self.settings.retry_backoff_max
-        return int(random.uniform(0, min(cap, 2 ** (self.request.retries + 1))))
+
+def retry_countdown(exc: BaseException | None, *, retries: int, cap: int) -> int:
+    """Seconds before a failed batch runs again.
+
+    A batch that lost to a concurrent one (:func:`worker.pipeline.is_conflict`) runs again at once:
+    the other transaction has ended. Any other transient error (the database or the network away)
+    waits an exponential backoff with full jitter, capped (AWS architecture blog's "full jitter").
+    """
+    import random
+
+    if exc is not None and pipeline.is_conflict(exc):
+        return 0
+    return int(random.uniform(0, min(cap, 2 ** (retries + 1))))
 
 
 def _quarantine_invalid_message(settings: Any, task_id: str, kwargs: dict[str, Any],
@@ -304,7 +316,7 @@ def ingest(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
         runner.fail_current("retry" if transient else "error")
         if self.request.retries >= settings.max_transient_retries:
             return _give_up(runner, settings, exc)
-        countdown = self.backoff() if transient else 1
+        countdown = self.backoff(exc) if transient else 1
         log.warning("batch_retry", attempt=self.request.retries + 1, countdown=countdown, error=repr(exc),
                     transient=transient, exc_info=not transient)
         raise self.retry(exc=exc, countdown=countdown) from exc
@@ -397,7 +409,7 @@ def reenrich_stories(self: AkhbarTask, **kwargs: Any) -> dict[str, int]:
     except Exception as exc:
         if pipeline.is_transient(exc):
             if self.request.retries < settings.max_transient_retries:
-                countdown = self.backoff()
+                countdown = self.backoff(exc)
                 log.warning("batch_retry", stage="reenrich", attempt=self.request.retries + 1,
                             countdown=countdown, error=repr(exc))
                 raise self.retry(exc=exc, countdown=countdown) from exc
