@@ -459,7 +459,12 @@ class RunResult:
     server_cpu_ms_per_story: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: v for k, v in self.__dict__.items()} | {"cpu_ms_per_story": self.cpu_ms_per_story()}
+
+    def cpu_ms_per_story(self) -> float:
+        """The machine's CPU a story: worker processes, producer, PostgreSQL and Redis servers."""
+        return round(self.worker_cpu_ms_per_story + self.producer_cpu_ms_per_story
+                     + sum(self.server_cpu_ms_per_story.values()), 3)
 
 
 def percentiles(values_ms: list[float]) -> dict[str, float]:
@@ -752,6 +757,14 @@ def naive_rate(before: RunResult | None, after: RunResult | None) -> float | Non
     if not runs:
         return None
     return round(sum(r.committed for r in runs) / sum(r.seconds for r in runs), 1)
+
+
+def naive_cpu(before: RunResult | None, after: RunResult | None) -> float | None:
+    """The baseline's machine CPU a story over its runs together (weighted by their stories)."""
+    runs = [r for r in (before, after) if r is not None]
+    if not runs:
+        return None
+    return round(sum(r.cpu_ms_per_story() * r.committed for r in runs) / sum(r.committed for r in runs), 3)
 
 
 def run_naive(
@@ -1048,11 +1061,18 @@ def run(opts: Options) -> dict[str, Any]:
         embedded = run_embedded(records, logs)
 
     latency = paced.latency_ms if paced else main.latency_ms
+    naive_cpu_ms = naive_cpu(naive, naive_after)
     out.update(
         {
             "stories_per_second": main.stories_per_second,
             "ratio_vs_naive": round(main.stories_per_second / baseline, 2) if baseline else None,
             "naive_stories_per_second": baseline,
+            # What the ratio of stories/s comes to on a busy core, less sensitive to the machine's
+            # drift between the runs: the baseline's CPU a story over akhbar's, all processes counted.
+            "cpu_ms_per_story": main.cpu_ms_per_story(),
+            "naive_cpu_ms_per_story": naive_cpu_ms,
+            "cpu_ratio_vs_naive": round(naive_cpu_ms / main.cpu_ms_per_story(), 2)
+            if naive_cpu_ms and main.cpu_ms_per_story() else None,
             "p50_ms": latency.get("p50"),
             "p95_ms": latency.get("p95"),
             "p99_ms": latency.get("p99"),
@@ -1154,6 +1174,11 @@ def print_table(result: dict[str, Any]) -> None:
 
     table.add_row(
         "CPU ms per story: PostgreSQL / Redis servers", servers(main), servers(naive) if naive else ""
+    )
+    table.add_row(
+        "CPU ms per story, all processes (ratio)",
+        f"{main['cpu_ms_per_story']:.2f}",
+        f"{result['naive_cpu_ms_per_story']:.2f} ({result['cpu_ratio_vs_naive']}x)" if naive else "",
     )
     table.add_row(
         "log lines per story",
