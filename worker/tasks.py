@@ -247,13 +247,15 @@ class AkhbarTask(Task):  # type: ignore[misc]
 def retry_countdown(exc: BaseException | None, *, retries: int, cap: int) -> int:
     """Seconds before a failed batch runs again.
 
-    A batch that lost to a concurrent one (:func:`worker.pipeline.is_conflict`) runs again at once:
-    the other transaction has ended. Any other transient error (the database or the network away)
-    waits an exponential backoff with full jitter, capped (AWS architecture blog's "full jitter").
+    A batch that lost to a concurrent one (:func:`worker.pipeline.is_conflict`) runs again at once
+    the first time: the other transaction has ended. Any other transient error (the database or the
+    network away), and a conflict on a message retried before, waits an exponential backoff with
+    full jitter, capped (AWS architecture blog's "full jitter"): batches that keep colliding are
+    spread apart rather than run against each other again and again.
     """
     import random
 
-    if exc is not None and pipeline.is_conflict(exc):
+    if retries == 0 and exc is not None and pipeline.is_conflict(exc):
         return 0
     return int(random.uniform(0, min(cap, 2 ** (retries + 1))))
 
