@@ -66,11 +66,11 @@ def is_conflict(exc: BaseException) -> bool:
     """Transient errors a concurrent batch caused, over once they are raised: a deadlock, a
     serialization failure, a story merged away after this batch read it (the foreign key refused,
     the merging transaction committed), the near-duplicate stage's stories merged again and again.
-    The batch is retried at once, not after a backoff: nothing needs time to come back."""
+    Nothing needs time to come back: the first retry runs at once (worker.tasks.retry_countdown)."""
     if isinstance(exc, neardup_stage.StoriesMoved):
         return True
     state = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    if isinstance(exc, OperationalError | DBAPIError) and state in _CONFLICT_STATES:
+    if isinstance(exc, DBAPIError) and state in _CONFLICT_STATES:
         return True
     return isinstance(exc, IntegrityError) and state == "23503" and is_transient(exc)
 

@@ -8,8 +8,8 @@ that crashed, hung or failed ``max_attempts`` times is quarantined as ``rejected
 and traceback (``worker/quarantine.py``), its neighbours unharmed; transient errors (database or
 broker away) are retried with exponential backoff and jitter up to ``max_transient_retries``, then
 what is left is quarantined as ``retries_exhausted``; a batch that lost to a concurrent one (a
-deadlock, a story merged away meanwhile) is retried at once. Messages of unknown tasks or content types
-are refused (and logged) before anything runs.
+deadlock, a story merged away meanwhile) is retried at once the first time. Messages of unknown
+tasks or content types are refused (and logged) before anything runs.
 """
 
 from __future__ import annotations
