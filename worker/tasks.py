@@ -239,12 +239,12 @@ class AkhbarTask(Task):  # type: ignore[misc]
     def settings(self) -> Any:
         return self.app.akhbar_settings
 
-    def backoff(self, exc: BaseException | None = None) -> int:
+    def backoff(self, exc: BaseException) -> int:
         """Seconds before the retry of a batch that raised ``exc`` (see :func:`retry_countdown`)."""
         return retry_countdown(exc, retries=self.request.retries, cap=self.settings.retry_backoff_max)
 
 
-def retry_countdown(exc: BaseException | None, *, retries: int, cap: int) -> int:
+def retry_countdown(exc: BaseException, *, retries: int, cap: int) -> int:
     """Seconds before a failed batch runs again.
 
     A batch that lost to a concurrent one (:func:`worker.pipeline.is_conflict`) runs again at once
@@ -255,7 +255,7 @@ def retry_countdown(exc: BaseException | None, *, retries: int, cap: int) -> int
     """
     import random
 
-    if retries == 0 and exc is not None and pipeline.is_conflict(exc):
+    if retries == 0 and pipeline.is_conflict(exc):
         return 0
     return int(random.uniform(0, min(cap, 2 ** (retries + 1))))
 
