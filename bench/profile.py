@@ -1,6 +1,6 @@
 """Where a worker's time goes: the ``akhbar.ingest`` task body under pyinstrument, in this process.
 
-    uv run python -m bench.profile [--deliveries 3000] [--cpu] [--html out.html] [--bare]
+    uv run python -m bench.profile [--deliveries 3000] [--cpu] [--html out.html] [--bare] [--stages]
 
 Builds the same deliveries as ``bench.e2e``, serializes each micro-batch exactly as the publisher
 does (the task receives the decoded message), and runs the registered task's body in this process
@@ -18,6 +18,13 @@ run's database (read from ``/proc``, so only for a server on this machine), and 
 ``--bare`` runs the same batches without the profiler and prints only the per-delivery cost: the
 profiler's own overhead (it slows call-heavy code several times) then stays out of a comparison
 of two versions of the code, run by turns.
+
+``--stages`` (without the profiler) also times, after each batch, the computations every delivery
+needs whatever the design: its match form, and for one that is not an exact duplicate of a delivery
+before it, its enrichment and near-duplicate signature, the pure functions the pipeline calls, with
+no database, Redis, Celery or log around them. Their CPU a delivery, and their share of the task's,
+bound from below what a worker spends a story: run after the task, they find the token memo warm
+with their batch's tokens, so the share printed is if anything too low.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -57,7 +66,50 @@ def backend_cpu_seconds(url: str) -> dict[int, float]:
     return seconds
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass
+class Computations:
+    """CPU seconds spent in the per-delivery computations alone (see ``--stages``)."""
+
+    normalize: float = 0.0
+    enrich: float = 0.0
+    signature: float = 0.0
+    deliveries: int = 0
+    seen: set[object] = field(default_factory=set)
+
+    def run(self, records: list[Any]) -> None:
+        """Time the computations of ``records`` (deliveries, in arrival order): every one is
+        normalized; one whose (source, id) or content hash came before is an exact duplicate, as
+        the pipeline decides, and is neither enriched nor signed."""
+        from worker.enrichment import enrich
+        from worker.neardup import signature
+        from worker.stages.normalize import normalize
+
+        clock = time.process_time
+        for record in records:
+            started = clock()
+            norm = normalize(title=record.title, body=record.body, format=record.format)
+            normalized = clock()
+            self.normalize += normalized - started
+            self.deliveries += 1
+            keys = ((record.source, record.id), norm.content_hash)
+            if any(key in self.seen for key in keys):
+                continue
+            self.seen.update(keys)
+            enrich(title=record.title, body=record.body, paragraphs=norm.paragraphs,
+                   match_title=norm.match_title, match_body=norm.match_body,
+                   published_at=record.published_at, language_hint=record.language)
+            enriched = clock()
+            signature(match_title=norm.match_title, match_body=norm.match_body,
+                      published_at=record.published_at, source=record.source)
+            self.enrich += enriched - normalized
+            self.signature += clock() - enriched
+
+    def total(self) -> float:
+        return self.normalize + self.enrich + self.signature
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the benchmark; returns its figures (milliseconds of CPU a delivery, and the share)."""
     from pyinstrument import Profiler
 
     from akhbar.logging import configure_logging
@@ -65,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench.e2e import REDIS_URL, build_records, fresh_database, parse, private_prefix, server_cpu_seconds
     from models.session import upgrade
     from producers.publish import Publisher
-    from worker.messages import IngestBatch
+    from worker.messages import Delivery, IngestBatch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=3000)
@@ -73,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu", action="store_true", help="sample CPU time of this process, not wall time")
     parser.add_argument("--log", type=Path, default=Path("/dev/null"), help="where the worker's log lines go")
     parser.add_argument("--bare", action="store_true", help="no profiler: the per-delivery cost only")
+    parser.add_argument("--stages", action="store_true",
+                        help="no profiler; also time the per-delivery computations alone after each batch")
     args = parser.parse_args(argv)
+    args.bare = args.bare or args.stages
+    computations = Computations()
 
     lines, _ = build_records(args.deliveries)
     client = redis.Redis.from_url(REDIS_URL)
@@ -112,12 +168,19 @@ def main(argv: list[str] | None = None) -> None:
                 started, cpu_started = time.perf_counter(), time.process_time()
                 if not args.bare:
                     profiler.start()
-                for payload in payloads[1:]:
+                first = len(payloads[0]["deliveries"])
+                if args.stages:  # the warm-up batch's keys, as the database holds them
+                    computations.run([i for i in items[:first] if isinstance(i, Delivery)])
+                    computations = Computations(seen=computations.seen)
+                for k, payload in enumerate(payloads[1:], start=1):
                     task.apply(kwargs=payload, task_id=str(uuid.uuid4()))
+                    if args.stages:
+                        batch = items[k * size : (k + 1) * size]
+                        computations.run([i for i in batch if isinstance(i, Delivery)])
                 if not args.bare:
                     profiler.stop()
                 seconds = time.perf_counter() - started
-                cpu_seconds = time.process_time() - cpu_started
+                cpu_seconds = time.process_time() - cpu_started - computations.total()
                 server = backend_cpu_seconds(url)
                 server_seconds = sum(v - server_started.get(pid, 0.0) for pid, v in server.items())
                 redis_seconds = server_cpu_seconds()["redis"] - redis_started
@@ -126,15 +189,30 @@ def main(argv: list[str] | None = None) -> None:
                 configure_logging("WARNING", "json", force=True)
     n = len(messages) - len(payloads[0]["deliveries"])
     where = "without the profiler" if args.bare else "under the profiler"
+    if args.stages:
+        seconds -= computations.total()  # wall time of the task's batches only
+    figures = {"deliveries": n, "cpu_ms": 1000 * cpu_seconds / n, "postgresql_ms": 1000 * server_seconds / n,
+               "redis_ms": 1000 * redis_seconds / n}
     print(f"{n} deliveries in {seconds:.2f} s {where}: {1000 * seconds / n:.3f} ms per delivery "
-          f"({n / seconds:,.0f} per second in one process); CPU {1000 * cpu_seconds / n:.3f} ms per delivery"
-          + (f", PostgreSQL backends' CPU {1000 * server_seconds / n:.3f} ms per delivery" if server else "")
-          + (f", Redis servers' CPU {1000 * redis_seconds / n:.3f} ms per delivery" if redis_seconds else ""))
+          f"({n / seconds:,.0f} per second in one process); CPU {figures['cpu_ms']:.3f} ms per delivery"
+          + (f", PostgreSQL backends' CPU {figures['postgresql_ms']:.3f} ms per delivery" if server else "")
+          + (f", Redis servers' CPU {figures['redis_ms']:.3f} ms per delivery" if redis_seconds else ""))
+    if args.stages:
+        c = computations
+        assert c.deliveries == n, (c.deliveries, n)
+        figures |= {"normalize_ms": 1000 * c.normalize / n, "enrich_ms": 1000 * c.enrich / n,
+                    "signature_ms": 1000 * c.signature / n, "computations_ms": 1000 * c.total() / n,
+                    "computations_share": c.total() / cpu_seconds}
+        print(f"the computations alone, after each batch: normalize {figures['normalize_ms']:.3f}, enrich "
+              f"{figures['enrich_ms']:.3f}, signature {figures['signature_ms']:.3f} ms per delivery, "
+              f"{figures['computations_ms']:.3f} in all: {100 * figures['computations_share']:.1f}% of the "
+              f"task's CPU")
     if args.bare:
-        return
+        return figures
     print(profiler.output_text(unicode=False, color=False, show_all=False))
     if args.html:
         args.html.write_text(profiler.output_html())
+    return figures
 
 
 if __name__ == "__main__":
