@@ -459,7 +459,7 @@ class RunResult:
     server_cpu_ms_per_story: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()} | {"cpu_ms_per_story": self.cpu_ms_per_story()}
+        return self.__dict__ | {"cpu_ms_per_story": self.cpu_ms_per_story()}
 
     def cpu_ms_per_story(self) -> float:
         """The machine's CPU a story: worker processes, producer, PostgreSQL and Redis servers."""

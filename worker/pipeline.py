@@ -72,7 +72,7 @@ def is_conflict(exc: BaseException) -> bool:
     state = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if isinstance(exc, DBAPIError) and state in _CONFLICT_STATES:
         return True
-    return isinstance(exc, IntegrityError) and state == "23503" and is_transient(exc)
+    return state == "23503" and is_transient(exc)  # a foreign key to ``stories``, see is_transient
 
 
 @dataclass(slots=True)
